@@ -1,0 +1,29 @@
+# The quick start: `make test` (set up .venv and run the tests) and `make demo` (set up and run the main job).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint format demo bench clean
+
+install: $(STAMP)
+
+# Re-install when pyproject.toml changes; the stamp makes `make test` cheap after the first run.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check nafrestore tests scripts
+	$(VENV)/bin/ruff format --check nafrestore tests scripts
+
+format: install
+	$(VENV)/bin/ruff check --fix nafrestore tests scripts
+	$(VENV)/bin/ruff format nafrestore tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,498 @@
+"""Typed configuration: YAML files and dotted overrides become nested dataclasses, validated once here.
+
+A config file mirrors the dataclasses one-to-one (sections ``model``, ``data``, ``train``, ``val``, ``run``).
+``load_config(path, overrides)`` reads it with ``yaml.safe_load``, applies ``key=value`` overrides (each value
+parsed as YAML, never evaluated), rejects unknown keys with a "did you mean", checks types and ranges, and
+returns a :class:`Config`. Every problem raises :class:`~nafrestore.errors.ConfigError` naming the key, the file
+and, where known, the line. Below this module, components take plain arguments, not config objects.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import copy
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _field(default: Any, help: str) -> Any:
+    """A dataclass field with its documentation (read by the README's config reference)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    """The network. ``name`` picks it from the model registry; every other key in the YAML section is passed
+    to that model as a keyword argument (see ``nafrestore info``) and is kept in ``args``."""
+
+    name: str = _field("lka_nafnet", "Registered model name: `nafnet` or `lka_nafnet`.")
+    tlc: bool = _field(
+        False,
+        "Test-time local converter: at inference, channel attention pools over a window "
+        "1.5x the training feature size instead of the whole image (NAFNet's TLC).",
+    )
+    tlc_train_size: int = _field(256, "Training patch size that TLC's window is derived from.")
+    args: dict[str, Any] = _field({}, "Model keyword arguments (written in the YAML as siblings of `name`).")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how training samples are cut."""
+
+    format: Literal["sample", "folder", "synthetic", "sidd", "gopro"] = _field(
+        "sample",
+        "Dataset layout: `sample` (photographs shipped with scikit-image, degraded on the fly), `folder` (paired "
+        "lq/gt folders), `synthetic` (clean folders degraded on the fly), `sidd` (SIDD-Medium sRGB), `gopro`.",
+    )
+    root: str | None = _field(None, "Dataset root for `sidd` and `gopro`.")
+    train_lq: str | None = _field(None, "`folder`: degraded training images.")
+    train_gt: str | None = _field(None, "`folder`: ground-truth training images (matched by relative path/stem).")
+    val_lq: str | None = _field(None, "`folder`: degraded validation images.")
+    val_gt: str | None = _field(None, "`folder`: ground-truth validation images.")
+    train_dir: str | None = _field(None, "`synthetic`: folder of clean training images.")
+    val_dir: str | None = _field(None, "`synthetic`: folder of clean validation images.")
+    degradations: list[dict[str, Any]] = _field(
+        [{"type": "gaussian_noise", "sigma": 25}],
+        "`sample`/`synthetic`: degradation pipeline applied in order; each item has a `type` "
+        "(gaussian_noise, poisson_gaussian_noise, motion_blur, gaussian_blur, defocus_blur, jpeg) and its "
+        "parameters. Random per training sample, fixed per validation image (seeded by its name).",
+    )
+    patch_size: int = _field(256, "Side of the random square training crops (smaller images are reflect-padded).")
+    flip: bool = _field(True, "Random horizontal/vertical flips during training.")
+    rot90: bool = _field(True, "Random 90-degree rotations during training (with flips: the 8 dihedral variants).")
+    cache: Literal["auto", "always", "never"] = _field(
+        "auto", "Keep decoded images in memory: `auto` does so for datasets under about 2 GB."
+    )
+    num_workers: int = _field(2, "DataLoader worker processes per rank (0 loads in the main process).")
+    val_max_images: int | None = _field(None, "Validate on at most this many images (all when null).")
+
+    def __post_init__(self) -> None:
+        _check_range("data.patch_size", self.patch_size, low=8)
+        _check_range("data.num_workers", self.num_workers, low=0)
+        if self.val_max_images is not None:
+            _check_range("data.val_max_images", self.val_max_images, low=1)
+        needs = {
+            "folder": ("train_lq", "train_gt"),
+            "synthetic": ("train_dir",),
+            "sidd": ("root",),
+            "gopro": ("root",),
+        }.get(self.format, ())
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ConfigError(
+                f"data.format is {self.format!r}, which needs data.{missing[0]} to be set "
+                f"(missing: {', '.join('data.' + k for k in missing)})."
+            )
+        for i, spec in enumerate(self.degradations):
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise ConfigError(
+                    f"data.degradations[{i}] must be a mapping with a `type` key, e.g. "
+                    f"{{type: gaussian_noise, sigma: 25}}; got {spec!r}."
+                )
+
+
+@dataclass
+class LossTerm:
+    """One term of the training loss."""
+
+    name: Literal["psnr", "l1", "charbonnier", "mse"] = _field("psnr", "Loss name.")
+    weight: float = _field(1.0, "Weight of this term in the sum.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: AdamW with linear warm-up then cosine decay to a floor, counted in iterations."""
+
+    iters: int = _field(1000, "Training iterations (optimizer steps).")
+    batch_size: int = _field(8, "Images per step per process.")
+    lr: float = _field(1e-3, "Peak learning rate of AdamW.")
+    betas: tuple[float, float] = _field((0.9, 0.9), "AdamW betas.")
+    weight_decay: float = _field(0.0, "AdamW weight decay (never applied to biases, norms, scales).")
+    warmup_iters: int = _field(0, "Linear warm-up length in iterations.")
+    min_lr: float = _field(1e-7, "Floor that the cosine schedule decays to.")
+    grad_clip: float | None = _field(None, "Clip the global gradient norm to this value (null: off).")
+    loss: list[LossTerm] = _field(lambda: [LossTerm()], "Weighted sum of loss terms.")
+    amp: Literal["none", "bf16", "fp16"] = _field("none", "Mixed precision (fp16 uses a gradient scaler).")
+    ema: float | None = _field(None, "EMA decay of the weights (e.g. 0.999); validation then uses the EMA.")
+    compile: bool = _field(False, "Wrap the model in torch.compile.")
+    ckpt_every: int = _field(1000, "Write checkpoints/last.pt every this many iterations.")
+    log_every: int = _field(50, "Log training loss and learning rate every this many iterations.")
+    max_bad_steps: int = _field(10, "Stop after this many non-finite losses in a row.")
+    time_budget_min: float | None = _field(
+        None, "Stop after this many minutes of training (the schedule still spans `iters`)."
+    )
+
+    def __post_init__(self) -> None:
+        _check_range("train.iters", self.iters, low=1)
+        _check_range("train.batch_size", self.batch_size, low=1)
+        _check_range("train.lr", self.lr, low=0, strict=True)
+        _check_range("train.weight_decay", self.weight_decay, low=0)
+        _check_range("train.warmup_iters", self.warmup_iters, low=0)
+        _check_range("train.min_lr", self.min_lr, low=0)
+        _check_range("train.ckpt_every", self.ckpt_every, low=1)
+        _check_range("train.log_every", self.log_every, low=1)
+        _check_range("train.max_bad_steps", self.max_bad_steps, low=1)
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise ConfigError(f"train.betas[{i}] must be in [0, 1); got {beta}.")
+        if self.grad_clip is not None:
+            _check_range("train.grad_clip", self.grad_clip, low=0, strict=True)
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"train.ema must be a decay in (0, 1), e.g. 0.999, or null; got {self.ema}.")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr}).")
+        if self.warmup_iters >= self.iters:
+            raise ConfigError(f"train.warmup_iters ({self.warmup_iters}) must be below train.iters ({self.iters}).")
+        if not self.loss:
+            raise ConfigError("train.loss must name at least one term, e.g. [{name: psnr, weight: 1.0}].")
+        if self.time_budget_min is not None:
+            _check_range("train.time_budget_min", self.time_budget_min, low=0, strict=True)
+
+
+@dataclass
+class ValConfig:
+    """Validation during training."""
+
+    every: int = _field(1000, "Validate every this many iterations (and at the end).")
+    best_metric: Literal["psnr", "ssim"] = _field("psnr", "Metric that decides checkpoints/best.pt (higher is better).")
+    metrics: list[str] = _field(["psnr", "ssim"], "Metrics computed at validation.")
+    tile: int | None = _field(None, "Validate large images in tiles of this size (null: whole images).")
+    overlap: int = _field(32, "Tile overlap in pixels.")
+    y_channel: bool = _field(False, "Score PSNR/SSIM on the BT.601 Y channel.")
+    crop_border: int = _field(0, "Pixels cropped from each side before scoring.")
+
+    def __post_init__(self) -> None:
+        _check_range("val.every", self.every, low=1)
+        _check_range("val.overlap", self.overlap, low=0)
+        _check_range("val.crop_border", self.crop_border, low=0)
+        if self.tile is not None:
+            _check_range("val.tile", self.tile, low=16)
+        if self.best_metric not in self.metrics:
+            raise ConfigError(f"val.best_metric {self.best_metric!r} must be one of val.metrics {self.metrics}.")
+
+
+@dataclass
+class RunConfig:
+    """Where and how a run happens."""
+
+    name: str | None = _field(None, "Run name (default: the config file's stem).")
+    dir: str | None = _field(None, "Run directory (default: runs/<name>).")
+    seed: int = _field(0, "Random seed (model init, crops, degradations).")
+    device: str = _field("auto", "`auto`, `cpu`, `cuda`, `cuda:N` or `mps`.")
+
+    def __post_init__(self) -> None:
+        device = self.device
+        ok = device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
+        if not ok:
+            raise ConfigError(f"run.device must be auto, cpu, cuda, cuda:N or mps; got {device!r}.")
+
+
+@dataclass
+class Config:
+    """A whole run: model, data, training, validation and run settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory: ``run.dir`` or ``runs/<run.name>``."""
+        return Path(self.run.dir) if self.run.dir else Path("runs") / (self.run.name or "run")
+
+
+def _check_range(key: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ConfigError(f"{key} must be {bound}; got {value}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain YAML data
+
+
+class _Where:
+    """Finds the line of a dotted key in the YAML text, so errors can point at it."""
+
+    def __init__(self, source: str, text: str | None) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self.overrides: dict[str, str] = {}  # dotted key -> the override text that set it
+        if text:
+            try:
+                self._walk(yaml.compose(text), "")
+            except yaml.YAMLError:
+                pass
+
+    def _walk(self, node: yaml.Node | None, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                self.lines[key] = key_node.start_mark.line + 1
+                self._walk(value_node, key + ".")
+
+    def __call__(self, key: str) -> str:
+        base = key.split("[")[0]
+        if base in self.overrides:
+            return f"override {self.overrides[base]!r}"
+        line = self.lines.get(base)
+        return f"{self.source}, line {line}" if line else self.source
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where YAML is looser (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{key} ({where(key)}) must be {expected}; got {value!r}.")
+
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return _build(tp, value, key, where)
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise fail(" or ".join(_type_name(a) if a is not type(None) else "null" for a in args))
+    if origin in (list, collections.abc.Sequence):
+        if not isinstance(value, list):
+            raise fail(f"a list of {_type_name(args[0])}")
+        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise fail(f"a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _unknown_key(key: str, valid: list[str], prefix: str, where: _Where) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    return ConfigError(
+        f"Unknown config key '{prefix}{key}' ({where(prefix + key)}).{hint} Valid keys here: {', '.join(valid)}."
+    )
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, where: _Where) -> Any:
+    prefix = f"{prefix}." if prefix else ""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    if cls is ModelConfig:
+        return _build_model(raw, where)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise _unknown_key(str(key), names, prefix, where)
+        kwargs[key] = _coerce(value, hints[key], prefix + key, where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} ({where.source})") from None
+
+
+def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
+    """The model section: fixed keys plus the chosen model's own keyword arguments, checked by its signature."""
+    from .models import MODELS  # late import: the model registry pulls in torch
+
+    raw = dict(raw)
+    name = raw.pop("name", ModelConfig.name)
+    if not isinstance(name, str) or name not in MODELS:
+        close = difflib.get_close_matches(str(name), MODELS.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"model.name ({where('model.name')}) is {name!r}, which is not a registered model.{hint} "
+            f"Valid names: {', '.join(MODELS.names())}."
+        )
+    fixed = {}
+    for key in ("tlc", "tlc_train_size"):
+        if key in raw:
+            fixed[key] = _coerce(raw.pop(key), typing.get_type_hints(ModelConfig)[key], f"model.{key}", where)
+    extra = raw.pop("args", None) or {}
+    raw.update(extra)
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [p.name for p in inspect.signature(MODELS.get(name)).parameters.values() if p.kind in kinds]
+    factory = MODELS.get(name)
+    hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    args = {}
+    for key, value in raw.items():
+        if key not in params:
+            raise _unknown_key(str(key), ["name", "tlc", "tlc_train_size", *params], "model.", where)
+        args[key] = _coerce(value, hints.get(key, Any), f"model.{key}", where)
+    cfg = ModelConfig(name=name, args=args, **fixed)
+    _check_range("model.tlc_train_size", cfg.tlc_train_size, low=8)
+    return cfg
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Override {dotted!r} ({source}): {part!r} is not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value`` and parse the value as YAML (``2e-4`` -> float, ``[1, 2]`` -> list, ``null`` -> None)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not p.isidentifier() for p in key.split(".")):
+        raise ConfigError(f"Override {text!r} is not of the form section.key=value, e.g. train.lr=2e-4.")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Override {text!r}: the value is not valid YAML ({exc}).") from None
+    # YAML 1.1 reads "1e-3" as a string (it wants "1.0e-3"); users mean a number.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else parsed
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Give the path of a YAML file, e.g. configs/*.yaml.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections (model, data, train, val, run).")
+    return _fix_yaml_floats(raw), text
+
+
+def _fix_yaml_floats(node: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; convert strings that are plainly numbers in scientific notation."""
+    if isinstance(node, dict):
+        return {k: _fix_yaml_floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_yaml_floats(v) for v in node]
+    if isinstance(node, str) and "e" in node.lower():
+        try:
+            return float(node)
+        except ValueError:
+            return node
+    return node
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str = "<dict>", text: str | None = None, overrides: dict[str, str] | None = None
+) -> Config:
+    """Validate a plain dict (as read from YAML) into a :class:`Config`.
+
+    Args:
+        raw: the nested sections.
+        source, text: the file name and its YAML text, for error messages with line numbers.
+        overrides: dotted key -> the override string that set it, for error messages.
+    """
+    where = _Where(source, text)
+    where.overrides.update(overrides or {})
+    return _build(Config, raw, "", where)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply dotted overrides and validate.
+
+    Args:
+        path: the YAML file (None: defaults only).
+        overrides: ``section.key=value`` strings applied after the file.
+
+    Returns:
+        The validated config; ``run.name`` defaults to the file's stem.
+
+    Raises:
+        ConfigError: with a one-paragraph message naming the key and the file.
+    """
+    raw: dict[str, Any] = {}
+    text = None
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        raw, text = _read_yaml(path)
+        source = str(path)
+    origins = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value, f"override {item!r}")
+        origins[key] = item
+    cfg = config_from_dict(raw, source, text, origins)
+    if cfg.run.name is None:
+        cfg.run.name = Path(path).stem if path is not None else "run"
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain YAML-ready data, with model arguments written back as siblings of ``name``."""
+    out = dataclasses.asdict(cfg)
+    model = out.pop("model")
+    args = model.pop("args")
+    out = {"model": {**model, **args}, **out}
+    out["train"]["betas"] = list(out["train"]["betas"])
+    return out
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (loads back to an equal config)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)

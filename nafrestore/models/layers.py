@@ -1,0 +1,211 @@
+"""Building blocks shared by NAFNet and LKA-NAFNet.
+
+- LayerNorm2d: layer normalisation over channels at every pixel (NAFNet), with a memory-saving custom backward.
+- SimpleGate and SimplifiedChannelAttention (NAFNet, Chen et al. 2022, arXiv:2204.04676), the latter with the
+  test-time local converter (TLC, Chu et al. 2022, arXiv:2112.04491).
+- LargeKernelAttention (VAN, Guo et al. 2022, arXiv:2202.09741), DropPath and LayerScale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+# ------------------------------------------------------------------------------------------------------------
+# LayerNorm2d
+
+
+def layer_norm_2d_plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over channels with elementary ops only (mean, var, sqrt), for ONNX export and as a reference.
+
+    Args:
+        x: (B, C, H, W).
+        weight, bias: (C,).
+    """
+    mu = x.mean(1, keepdim=True)
+    var = (x - mu).pow(2).mean(1, keepdim=True)
+    y = (x - mu) / (var + eps).sqrt()
+    return weight.view(1, -1, 1, 1) * y + bias.view(1, -1, 1, 1)
+
+
+class LayerNorm2dFunction(torch.autograd.Function):
+    """LayerNorm over channels whose backward keeps only the normalised input and 1/std.
+
+    Plain autograd would keep x - mean, the variance, the normalised input and the affine product; this keeps
+    one full-size tensor. The forward runs ``native_layer_norm`` on a channels-last view, which is contiguous
+    over C and about 1.5x faster on CPU than separate mean/var ops; the output keeps channels-last strides.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # statistics in float32 under AMP
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        x_nhwc = x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C) view
+        y, _, rstd = torch.native_layer_norm(x_nhwc, (x.shape[1],), None, None, eps)  # rstd: (B, H, W, 1)
+        ctx.save_for_backward(y, rstd, weight)
+        return torch.addcmul(bias, y, weight).permute(0, 3, 1, 2)
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        y, rstd, weight = ctx.saved_tensors
+        g_nhwc = grad_out.permute(0, 2, 3, 1)
+        g = g_nhwc * weight
+        mean_g = g.mean(-1, keepdim=True)
+        mean_gy = (g * y).mean(-1, keepdim=True)
+        grad_x = rstd * (g - y * mean_gy - mean_g)
+        grad_weight = (g_nhwc * y).sum(dim=(0, 1, 2))
+        grad_bias = g_nhwc.sum(dim=(0, 1, 2))
+        return grad_x.permute(0, 3, 1, 2), grad_weight, grad_bias, None
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalisation over the channels of each pixel, with a per-channel affine.
+
+    Args:
+        channels: C.
+        eps: added to the variance; 1e-6 as in NAFNet.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W). Parameters ``weight`` and ``bias`` of shape (C,) (official keys).
+    Set ``plain = True`` (see :func:`use_plain_layernorm`) to trace elementary ops, e.g. for ONNX.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+        self.plain = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return layer_norm_2d_plain(x, self.weight, self.bias, self.eps)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return LayerNorm2dFunction.apply(x, self.weight, self.bias, self.eps)
+        # Inference: the same computation without autograd bookkeeping.
+        out = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return out.permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def use_plain_layernorm(model: nn.Module, plain: bool = True) -> nn.Module:
+    """Switch every LayerNorm2d in ``model`` to elementary ops (for export) or back; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, LayerNorm2d):
+            module.plain = plain
+    return model
+
+
+# ------------------------------------------------------------------------------------------------------------
+# NAFNet parts
+
+
+class SimpleGate(nn.Module):
+    """Splits channels in two halves and multiplies them: (B, 2C, H, W) -> (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return x1 * x2
+
+
+class LocalAvgPool2d(nn.Module):
+    """Global average pool, or with TLC a sliding-window mean of the same output size.
+
+    With ``kernel_size`` None this is ``adaptive_avg_pool2d(x, 1)``: (B, C, H, W) -> (B, C, 1, 1). With a
+    kernel (kh, kw) smaller than the map, and in eval mode, each pixel gets the mean of the kh x kw window
+    (computed from an integral image, valid positions only, then replicate-padded back to H x W as NAFNet's TLC
+    does); when the kernel covers the whole map it falls back to the global pool.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel_size: tuple[int, int] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size is None or self.training:  # TLC is a test-time change; training pools globally
+            return F.adaptive_avg_pool2d(x, 1)
+        h, w = x.shape[-2:]
+        kh, kw = self.kernel_size
+        if kh >= h and kw >= w:
+            return F.adaptive_avg_pool2d(x, 1)
+        kh, kw = min(h, kh), min(w, kw)
+        s = F.pad(x.cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))  # integral image, (B, C, H+1, W+1)
+        out = (s[..., kh:, kw:] + s[..., :-kh, :-kw] - s[..., :-kh, kw:] - s[..., kh:, :-kw]) / (kh * kw)
+        _h, _w = out.shape[-2:]
+        pad = ((w - _w) // 2, (w - _w + 1) // 2, (h - _h) // 2, (h - _h + 1) // 2)
+        return F.pad(out, pad, mode="replicate")
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
+
+
+class SimplifiedChannelAttention(nn.Sequential):
+    """x * conv1x1(pool(x)): channel attention without activation (NAFNet's SCA).
+
+    A Sequential of (pool, conv) so the parameter keys are ``sca.1.weight`` / ``sca.1.bias`` as in the
+    official checkpoints. Shapes: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(LocalAvgPool2d(), nn.Conv2d(channels, channels, kernel_size=1, bias=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x * self[1](self[0](x))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# VAN parts
+
+
+class LargeKernelAttention(nn.Module):
+    """VAN's LKA: a 21x21 receptive field from 5x5 depthwise, 7x7 depthwise dilation 3, and 1x1 convs.
+
+    Output = input * attention. Shapes: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
+        self.conv_spatial = nn.Conv2d(channels, channels, 7, padding=9, groups=channels, dilation=3)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch for a random subset of samples during training.
+
+    Kept samples are scaled by 1 / (1 - p), so the expectation is unchanged; identity in eval mode.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # one draw per sample
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class LayerScale(nn.Module):
+    """Learned per-channel scale of a residual branch (CaiT), initialised small: (B, C, H, W) -> same."""
+
+    def __init__(self, channels: int, init_value: float = 1e-2) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((channels,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(1, -1, 1, 1)

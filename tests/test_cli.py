@@ -1,0 +1,63 @@
+"""The command line: help, info, config show, and user errors as one message with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from nafrestore.cli import app
+from nafrestore.models import create_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "info", "config"):
+        assert command in result.output
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "nafrestore", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_info_on_a_config_prints_counts_and_layout():
+    result = runner.invoke(app, ["info", str(CONFIGS / "lka-nafnet-w12.yaml"), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "444,927" in result.output
+    assert "3 x LKABlock" in result.output and "1 x NAFBlock" in result.output
+
+
+def test_info_on_a_checkpoint(tmp_path):
+    args = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
+    model = create_model("nafnet", **args)
+    torch.save({"model_name": "nafnet", "model_args": args, "model": model.state_dict()}, tmp_path / "m.pt")
+    result = runner.invoke(app, ["info", str(tmp_path / "m.pt"), "--size", "32"])
+    assert result.exit_code == 0, result.output
+    assert f"{sum(p.numel() for p in model.parameters()):,}" in result.output
+
+
+def test_config_show_applies_overrides():
+    result = runner.invoke(app, ["config", "show", str(CONFIGS / "nafnet-sidd-width32.yaml"), "train.lr=2e-4"])
+    assert result.exit_code == 0, result.output
+    assert "lr: 0.0002" in result.output and "width: 32" in result.output
+
+
+def test_user_error_is_one_message_exit_2_no_traceback():
+    result = runner.invoke(app, ["config", "show", str(CONFIGS / "lka-nafnet-w12.yaml"), "train.lrr=1"])
+    assert result.exit_code == 2
+    assert "Did you mean 'train.lr'?" in result.output
+    assert "Traceback" not in result.output
+    result = subprocess.run(
+        [sys.executable, "-m", "nafrestore", "info", "missing.yaml"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: Config file missing.yaml does not exist")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,243 @@
+"""NAFNet and LKA-NAFNet: official layout and counts, shapes, gradients, TLC, weight loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nafrestore.config import load_config
+from nafrestore.errors import CheckpointError
+from nafrestore.models import create_model, list_models, model_from_config
+from nafrestore.models.loading import load_weights, model_from_checkpoint, read_checkpoint, state_dict_from
+from nafrestore.models.nafnet import LKABlock, NAFBlock
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = {
+    "nafnet": dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1]),
+    "lka_nafnet": dict(width=4, enc_blocks=[1, 1], middle_blocks=0, dec_blocks=[1, 0]),
+}
+
+
+def randomize_scales(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give zero-initialised residual scales (beta/gamma) random values so every branch matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def build_preset(name: str) -> torch.nn.Module:
+    cfg = load_config(CONFIGS / name)
+    return model_from_config(cfg.model.name, cfg.model.args, cfg.model.tlc, cfg.model.tlc_train_size)
+
+
+@pytest.mark.parametrize(
+    ("preset", "keys", "params"),
+    [
+        ("nafnet-sidd-width32.yaml", 664, 29_159_715),
+        ("nafnet-gopro-width64.yaml", None, 67_888_835),
+        ("lka-nafnet-w12.yaml", None, 444_927),
+    ],
+)
+def test_presets_match_official_counts(preset, keys, params):
+    model = build_preset(preset)
+    assert sum(p.numel() for p in model.parameters()) == params
+    if keys is not None:
+        assert len(model.state_dict()) == keys
+
+
+def test_nafnet_state_dict_uses_official_names_and_shapes():
+    # Hand-derived from the official NAFNet-SIDD-width32: width 32, 4 levels (32, 64, 128, 256), bottom 512.
+    sd = build_preset("nafnet-sidd-width32.yaml").state_dict()
+    expected = {
+        "intro.weight": (32, 3, 3, 3),
+        "ending.weight": (3, 32, 3, 3),
+        "encoders.0.1.conv2.weight": (64, 1, 3, 3),  # depthwise over 2C
+        "encoders.0.0.sca.1.weight": (32, 32, 1, 1),
+        "encoders.3.7.beta": (1, 256, 1, 1),
+        "downs.3.weight": (512, 256, 2, 2),
+        "middle_blks.11.gamma": (1, 512, 1, 1),
+        "middle_blks.0.norm1.weight": (512,),
+        "ups.0.0.weight": (1024, 512, 1, 1),  # bias-free 1x1 before PixelShuffle(2)
+        "decoders.3.1.conv5.weight": (32, 32, 1, 1),
+        "decoders.3.1.norm2.bias": (32,),
+    }
+    for key, shape in expected.items():
+        assert tuple(sd[key].shape) == shape, key
+    assert "ups.0.0.bias" not in sd
+
+
+def test_gopro_presets_have_tlc_and_lka_layout():
+    assert build_preset("nafnet-gopro-width32.yaml").tlc_enabled
+    assert not build_preset("nafnet-sidd-width32.yaml").tlc_enabled
+    lka = build_preset("lka-nafnet-w12.yaml")
+    assert [len(e) for e in lka.encoders] == [1, 3, 4, 0]
+    assert [len(d) for d in lka.decoders] == [1, 1, 1, 0]
+    assert len(lka.middle_blks) == 0
+    assert all(isinstance(b, LKABlock) for e in lka.encoders for b in e)
+    assert all(isinstance(b, NAFBlock) for d in lka.decoders for b in d)
+    rates = [b.drop_path.drop_prob for e in create_model("lka_nafnet", drop_path_rate=0.2).encoders for b in e]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)
+
+
+def test_nafblock_is_identity_at_init_and_lkablock_without_scale():
+    x = torch.randn(2, 8, 9, 7)
+    assert torch.equal(NAFBlock(8)(x), x)
+    block = LKABlock(8, layer_scale_init=0.0)
+    assert torch.equal(block(x), x)
+    block = LKABlock(8)  # LayerScale 1e-2: a small step away from the identity
+    assert 0 < (block(x) - x).abs().max() < 0.5
+
+
+@pytest.mark.parametrize("name", ["nafnet", "lka_nafnet"])
+@pytest.mark.parametrize(("channels", "size"), [(3, (37, 53)), (1, (17, 9)), (3, (8, 8)), (3, (1, 5))])
+def test_output_shape_equals_input_shape(name, channels, size):
+    model = create_model(name, in_channels=channels, **TINY[name])
+    x = torch.rand(2, channels, *size)
+    assert model(x).shape == x.shape
+    with torch.no_grad():
+        assert model.eval()(x).shape == x.shape
+
+
+@pytest.mark.parametrize("name", ["nafnet", "lka_nafnet"])
+def test_every_parameter_gets_a_finite_gradient(name):
+    model = randomize_scales(create_model(name, **TINY[name]))
+    out = model(torch.rand(2, 3, 20, 12))
+    out.square().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", ["nafnet", "lka_nafnet"])
+def test_model_gradcheck_in_float64(name):
+    torch.manual_seed(0)
+    model = randomize_scales(create_model(name, width=2, enc_blocks=[1], middle_blocks=1, dec_blocks=[1])).double()
+    x = torch.rand(1, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_global_residual_makes_zero_ending_an_identity():
+    model = create_model("lka_nafnet", **TINY["lka_nafnet"])
+    with torch.no_grad():
+        model.ending.weight.zero_()
+        model.ending.bias.zero_()
+    x = torch.rand(1, 3, 11, 13)
+    torch.testing.assert_close(model(x), x)
+
+
+def test_tlc_equals_plain_model_below_its_window_and_differs_above():
+    torch.manual_seed(0)
+    plain = randomize_scales(create_model("nafnet", **TINY["nafnet"])).eval()
+    local = create_model("nafnet", tlc_train_size=16, **TINY["nafnet"]).eval()
+    local.load_state_dict(plain.state_dict())
+    # window 1.5 x 16 = 24 px at full resolution: any input up to 24 px falls back to the global pool
+    small = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(local(small), plain(small), atol=1e-6, rtol=0)
+        large = torch.rand(1, 3, 64, 48)
+        assert (local(large) - plain(large)).abs().max() > 1e-4
+    local.train()  # TLC applies at inference only
+    torch.testing.assert_close(local(large), plain.train()(large), atol=1e-6, rtol=0)
+    pools = [m.kernel_size for m in local.modules() if type(m).__name__ == "LocalAvgPool2d"]
+    assert pools[0] == (24, 24) and (6, 6) in pools  # level 0 and the bottom (factor 4: 4 * 24 // 16)
+
+
+def test_seeded_golden_output():
+    # Guards the numerics of the whole forward pass (verified equal to the official NAFNet code to 5e-7).
+    model = create_model("nafnet", width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+    with torch.no_grad():
+        for i, (_, p) in enumerate(sorted(model.named_parameters())):
+            idx = torch.arange(p.numel(), dtype=torch.float64)
+            p.copy_((torch.sin(idx * 0.37 + i) * 0.3).reshape(p.shape))
+    x = torch.linspace(0, 1, 3 * 10 * 6, dtype=torch.float64).reshape(1, 3, 10, 6).float()
+    with torch.no_grad():
+        out = model.eval()(x)
+    assert math.isfinite(out.sum().item())
+    torch.testing.assert_close(out.sum().double(), torch.tensor(GOLDEN_SUM, dtype=torch.float64), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        out[0, :, 3, 2].double(), torch.tensor(GOLDEN_PIXEL, dtype=torch.float64), rtol=1e-5, atol=1e-5
+    )
+
+
+GOLDEN_SUM = 25.307350158691406  # the official NAFNet code gives the same (checked out of tree)
+GOLDEN_PIXEL = [-0.6106347441673279, -0.7641499638557434, -0.16111886501312256]
+
+
+def test_list_models():
+    assert list_models() == ["lka_nafnet", "nafnet"]
+    with pytest.raises(KeyError, match="Valid names: lka_nafnet, nafnet"):
+        create_model("nafnett")
+
+
+# --- weight loading ----------------------------------------------------------------------------------------
+
+
+def tiny_nafnet() -> torch.nn.Module:
+    return randomize_scales(create_model("nafnet", **TINY["nafnet"]))
+
+
+@pytest.mark.parametrize("layout", ["bare", "params", "params_ema", "module", "compiled", "checkpoint"])
+def test_weights_load_from_every_supported_layout(tmp_path, layout):
+    src = tiny_nafnet()
+    sd = src.state_dict()
+    obj = {
+        "bare": sd,
+        "params": {"params": sd},
+        "params_ema": {"params": {k: torch.zeros_like(v) for k, v in sd.items()}, "params_ema": sd},
+        "module": {f"module.{k}": v for k, v in sd.items()},
+        "compiled": {f"_orig_mod.{k}": v for k, v in sd.items()},
+        "checkpoint": {"model_name": "nafnet", "model_args": TINY["nafnet"], "model": sd, "format_version": 1},
+    }[layout]
+    path = tmp_path / "w.pth"
+    torch.save(obj, path)
+    ckpt = read_checkpoint(path)
+    if layout == "checkpoint":
+        dst = model_from_checkpoint(ckpt)
+    else:
+        dst = load_weights(create_model("nafnet", **TINY["nafnet"]), state_dict_from(ckpt), str(path))
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(dst.eval()(x), src.eval()(x))
+
+
+def test_wrong_preset_fails_with_one_clear_message(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"params": tiny_nafnet().state_dict()}, path)
+    other = create_model("nafnet", width=8, enc_blocks=[1, 1, 1], middle_blocks=1, dec_blocks=[1, 1, 1])
+    with pytest.raises(CheckpointError) as err:
+        load_weights(other, state_dict_from(read_checkpoint(path)), str(path))
+    msg = str(err.value)
+    assert "missing" in msg and "shape mismatch" in msg and "--model" in msg and str(path) in msg
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_pickle_carrying_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
+    with pytest.raises(CheckpointError, match="Refusing to load"):
+        read_checkpoint(path)
+
+
+def test_truncated_or_missing_file_is_reported(tmp_path):
+    path = tmp_path / "cut.pth"
+    torch.save(tiny_nafnet().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cut.pth"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "nope.pth")
+
+
+def test_bare_weights_without_architecture_ask_for_model(tmp_path):
+    with pytest.raises(CheckpointError, match="--model"):
+        model_from_checkpoint({"params": tiny_nafnet().state_dict()})
