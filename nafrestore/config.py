@@ -86,8 +86,8 @@ class DataConfig:
         if self.val_max_images is not None:
             _check_range("data.val_max_images", self.val_max_images, low=1)
         needs = {
-            "folder": ("train_lq", "train_gt"),
-            "synthetic": ("train_dir",),
+            "folder": ("train_lq", "train_gt", "val_lq", "val_gt"),
+            "synthetic": ("train_dir", "val_dir"),
             "sidd": ("root",),
             "gopro": ("root",),
         }.get(self.format, ())
@@ -256,8 +256,20 @@ class _Where:
 
 
 def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
+    """A readable name of an annotation: ``list of int``, ``float or null``, ``'none' | 'bf16'``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (list, collections.abc.Sequence):
+        return f"list of {_type_name(args[0])}"
+    if origin is tuple:
+        return f"list of {len(args)} {_type_name(args[0])}"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping (" + ", ".join(f.name for f in dataclasses.fields(tp)) + ")"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -289,7 +301,7 @@ def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
                 return _coerce(value, arg, key, where)
             except ConfigError as exc:
                 errors.append(exc)
-        raise fail(" or ".join(_type_name(a) if a is not type(None) else "null" for a in args))
+        raise fail(_type_name(tp))
     if origin in (list, collections.abc.Sequence):
         if not isinstance(value, list):
             raise fail(f"a list of {_type_name(args[0])}")
@@ -496,3 +508,29 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML text (loads back to an equal config)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_reference_markdown() -> str:
+    """A markdown table of every config key: type, default and meaning, generated from the dataclasses.
+
+    ``scripts/config_reference.py`` writes it into the README; a test fails when the README is stale.
+    """
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for section in dataclasses.fields(Config):
+        cls = section.type if isinstance(section.type, type) else typing.get_type_hints(Config)[section.name]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            if section.name == "train" and f.name == "loss":
+                default = [dataclasses.asdict(t) for t in default]
+            shown = yaml.safe_dump(default, default_flow_style=True, width=10_000, sort_keys=False)
+            shown = shown.strip().removesuffix("...").strip()
+            kind = _type_name(hints[f.name]).replace(" | ", " or ")
+            help_text = f.metadata.get("help", "").replace("|", "/")
+            rows.append(f"| `{section.name}.{f.name}` | {kind} | `{shown}` | {help_text} |")
+    return "\n".join(rows) + "\n"

@@ -117,3 +117,16 @@ def test_defaults_and_dump_are_plain_yaml():
     assert data["model"]["name"] == "lka_nafnet"
     assert data["train"]["loss"] == [{"name": "psnr", "weight": 1.0}]
     assert data["train"]["betas"] == [0.9, 0.9]
+
+
+def test_readme_config_reference_is_current():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "config_reference.py"
+    spec = importlib.util.spec_from_file_location("config_reference", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.README.read_text(encoding="utf-8")
+    assert module.render(text) == text, "README.md is stale: run python scripts/config_reference.py"
+    for key in ("`train.lr`", "`data.patch_size`", "`val.best_metric`", "`run.device`", "`model.tlc`"):
+        assert key in text

@@ -1,0 +1,628 @@
+"""Datasets of (degraded, clean) image pairs, and the loaders that feed them to training and validation.
+
+Items are dicts of tensors:
+
+* training (``patch_size`` set): ``{"lq": (3, P, P), "gt": (3, P, P)}`` float32 in [0, 1], a random crop with a
+  random symmetry (the same for both);
+* validation (``patch_size=None``): ``{"lq": (3, H, W), "gt": (3, H, W), "name": str}``, whole images, where
+  ``name`` is the path relative to the dataset folder without extension (``"scene1/0001"``), used for reporting and
+  for seeding synthetic degradations.
+
+Training randomness (crop, symmetry, degradation) comes from one ``numpy.random.Generator`` per sample. The
+loader of :func:`build_train_loader` hands each sample its own seed with the index (``dataset[(index, seed)]``),
+drawn from a stream fixed by (seed, rank, epoch): batches are then identical whatever the number of workers.
+A plain integer index draws the sample seed from torch's RNG instead, which DataLoader seeds per worker.
+
+Training sets have a virtual length of at least ``min_epoch_length`` (default 1000) samples, the images being
+cycled: training counts iterations, so an "epoch" is only the unit at which the sampler reshuffles, and a
+three-image folder should not mean a new DataLoader iterator (and worker round trip) every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from ..errors import DataError
+from .degradations import Degradation, build_degradation, seed_for
+from .io import list_images, load_rgb_integer, read_image_size, to_float
+from .transforms import random_crop, random_dihedral, to_tensor
+
+__all__ = [
+    "CACHE_LIMIT_BYTES",
+    "PairedFolderDataset",
+    "PairedImageDataset",
+    "SIDDValidationDataset",
+    "SyntheticDataset",
+    "TrainSampler",
+    "build_train_loader",
+    "build_val_loader",
+    "gopro_pairs",
+    "limit_dataset",
+    "match_pairs",
+    "sidd_train_pairs",
+]
+
+#: ``cache="auto"`` keeps decoded images in memory when they take less than this.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+_SHOW = 5  # offending names listed in error messages
+
+
+def _first(names: Sequence[str]) -> str:
+    shown = ", ".join(str(n) for n in names[:_SHOW])
+    return shown + (", ..." if len(names) > _SHOW else "")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pairing
+
+
+def _index_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    """{relative path without extension: file} for the images under ``folder``; duplicates are an error."""
+    if not folder.is_dir():
+        raise DataError(f"The {role} folder {folder} does not exist. Check the data paths in the config.")
+    index: dict[str, Path] = {}
+    duplicates: list[str] = []
+    for path in list_images(folder):
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in index:
+            duplicates.append(f"{index[key].name} / {path.name}")
+        index[key] = path
+    if duplicates:
+        raise DataError(
+            f"The {role} folder {folder} has {len(duplicates)} name(s) with more than one image file "
+            f"({_first(duplicates)}), so pairs would be ambiguous. Keep one file per name."
+        )
+    if not index:
+        raise DataError(f"The {role} folder {folder} holds no images ({', '.join(('.png', '.jpg', '.tif'))}, ...).")
+    return index
+
+
+def match_pairs(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """Pairs the images of two folders by relative path and stem; extensions may differ (``a/x.jpg``-``a/x.png``).
+
+    Returns:
+        ``[(name, lq_path, gt_path), ...]`` sorted by name, where name is the relative path without extension.
+
+    Raises:
+        DataError: a folder is missing or empty, a name has two files, or some images have no partner (the message
+            gives the counts and the first few names on each side).
+    """
+    lq_dir, gt_dir = Path(lq_dir), Path(gt_dir)
+    lq, gt = _index_by_stem(lq_dir, "input (lq)"), _index_by_stem(gt_dir, "ground-truth (gt)")
+    lq_only = sorted(set(lq) - set(gt))
+    gt_only = sorted(set(gt) - set(lq))
+    if lq_only or gt_only:
+        parts = []
+        if lq_only:
+            parts.append(f"{len(lq_only)} of {len(lq)} images in {lq_dir} have no ground truth ({_first(lq_only)})")
+        if gt_only:
+            parts.append(f"{len(gt_only)} of {len(gt)} images in {gt_dir} have no input ({_first(gt_only)})")
+        raise DataError(
+            f"Unmatched image pairs: {'; '.join(parts)}. Inputs and targets are paired by relative path and file "
+            "name without extension; rename or remove the unmatched files."
+        )
+    return [(name, lq[name], gt[name]) for name in sorted(lq)]
+
+
+def sidd_train_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
+    """The SIDD-Medium sRGB training pairs: ``ROOT/Data/<scene>/NOISY_SRGB_<n>.PNG`` with ``GT_SRGB_<n>.PNG``.
+
+    Returns:
+        ``[("<scene>/<n>", noisy_path, gt_path), ...]`` sorted by name.
+    """
+    data = Path(root) / "Data"
+    if not data.is_dir():
+        raise DataError(
+            f"SIDD training folder {data} does not exist. data.root must be the SIDD-Medium sRGB folder holding "
+            "Data/<scene>/NOISY_SRGB_*.PNG and GT_SRGB_*.PNG (plus the validation .mat files)."
+        )
+    pairs: list[tuple[str, Path, Path]] = []
+    missing: list[str] = []
+    for noisy in list_images(data):
+        stem = noisy.stem
+        if not stem.upper().startswith("NOISY_SRGB_"):
+            continue
+        suffix = stem[len("NOISY_SRGB_") :]
+        candidates = [noisy.with_name(f"{prefix}{suffix}{noisy.suffix}") for prefix in ("GT_SRGB_", "gt_srgb_")]
+        gt = next((c for c in candidates if c.is_file()), None)
+        name = f"{noisy.parent.relative_to(data).as_posix()}/{suffix}"
+        if gt is None:
+            missing.append(str(candidates[0]))
+        else:
+            pairs.append((name, noisy, gt))
+    if missing:
+        raise DataError(
+            f"{len(missing)} SIDD noisy images have no ground truth next to them (expected {_first(missing)}). "
+            "Re-extract the dataset."
+        )
+    if not pairs:
+        raise DataError(f"No NOISY_SRGB_*.PNG images found under {data}. Is data.root the SIDD-Medium sRGB folder?")
+    return sorted(pairs)
+
+
+def gopro_pairs(root: str | Path, split: str) -> list[tuple[str, Path, Path]]:
+    """The GoPro pairs of a split: ``ROOT/<split>/<sequence>/blur/*.png`` with ``.../sharp/*.png``.
+
+    Returns:
+        ``[("<sequence>/<stem>", blur_path, sharp_path), ...]`` sorted by name.
+    """
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataError(
+            f"GoPro {split} folder {folder} does not exist. data.root must hold train/ and test/, each with "
+            "<sequence>/blur/*.png and <sequence>/sharp/*.png."
+        )
+    sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    pairs: list[tuple[str, Path, Path]] = []
+    for sequence in sequences:
+        if not (sequence / "blur").is_dir() and not (sequence / "sharp").is_dir():
+            continue  # not a sequence (e.g. a stray folder)
+        for name, blur, sharp in match_pairs(sequence / "blur", sequence / "sharp"):
+            pairs.append((f"{sequence.name}/{name}", blur, sharp))
+    if not pairs:
+        raise DataError(f"No GoPro sequences found under {folder} (expected {folder}/<sequence>/blur and sharp).")
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+def _want_cache(cache: str, nbytes: int) -> bool:
+    if cache == "always":
+        return True
+    if cache == "never":
+        return False
+    if cache == "auto":
+        return nbytes < CACHE_LIMIT_BYTES
+    raise ValueError(f"cache must be 'auto', 'always' or 'never', got {cache!r}")
+
+
+def _decoded_bytes(path: Path) -> int:
+    """Estimated bytes of a decoded image (RGB; 2 bytes per sample for formats that can hold 16 bits)."""
+    height, width = read_image_size(path)
+    return height * width * 3 * (2 if path.suffix.lower() in (".png", ".tif", ".tiff") else 1)
+
+
+class _PairDataset(Dataset):
+    """Shared index handling: training (random crops, virtual length) or validation (whole images) mode."""
+
+    #: build_train_loader may pass ``(index, seed)`` tuples to datasets that set this.
+    supports_sample_seeds = True
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        patch_size: int | None,
+        flip: bool,
+        rot90: bool,
+        min_epoch_length: int,
+        weights: Sequence[int] | None = None,
+    ) -> None:
+        if count == 0:
+            raise DataError("The dataset is empty: no images were found.")
+        if patch_size is not None and patch_size < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size}")
+        self.patch_size = patch_size
+        self.flip = flip
+        self.rot90 = rot90
+        # Training index table: image i appears weights[i] times, so uniform sampling of the table draws images
+        # in proportion to their weights.
+        weights = [1] * count if weights is None else [int(w) for w in weights]
+        if len(weights) != count or any(w < 0 for w in weights) or not any(weights):
+            raise ValueError(f"weights must be {count} non-negative integers, not all zero; got {weights}")
+        self._table = [i for i, w in enumerate(weights) for _ in range(w)]
+        self._count = count
+        repeats = max(1, math.ceil(min_epoch_length / len(self._table)))
+        self._length = len(self._table) * repeats if patch_size is not None else count
+
+    @property
+    def training(self) -> bool:
+        return self.patch_size is not None
+
+    @property
+    def num_images(self) -> int:
+        """The number of distinct images (``len()`` is larger in training mode)."""
+        return self._count
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _resolve(self, index: int | tuple[int, int]) -> tuple[int, np.random.Generator | None]:
+        """(image index, per-sample generator or None in validation mode) for a dataset index."""
+        if isinstance(index, tuple):
+            index, seed = index
+        elif self.training:
+            # Plain indices: the seed comes from torch's RNG, which DataLoader seeds per worker.
+            seed = int(torch.randint(0, 2**62, ()).item())
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self._length}")
+        if not self.training:
+            return index, None
+        return self._table[index % len(self._table)], np.random.default_rng(seed)
+
+
+class PairedImageDataset(_PairDataset):
+    """Degraded/clean pairs from explicit file pairs (see :func:`match_pairs`, :func:`sidd_train_pairs`).
+
+    Args:
+        pairs: ``[(name, lq_path, gt_path), ...]``; each pair must have the same height and width (checked at
+            construction from the file headers, or from the decoded images when cached).
+        patch_size: side of random training crops; None for validation (whole images with names).
+        flip, rot90: random symmetries in training (see :func:`~nafrestore.data.transforms.random_dihedral`).
+        cache: ``"auto"`` decodes every image once at construction and keeps it in memory (as 8/16-bit samples)
+            when that takes less than :data:`CACHE_LIMIT_BYTES` (2 GiB); ``"always"``; ``"never"`` decodes on each
+            access. Caching happens before DataLoader workers fork, so they share the memory.
+        min_epoch_length: training length is the number of pairs repeated up to at least this.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str | Path, str | Path]],
+        *,
+        patch_size: int | None = None,
+        flip: bool = False,
+        rot90: bool = False,
+        cache: str = "auto",
+        min_epoch_length: int = 1000,
+    ) -> None:
+        super().__init__(len(pairs), patch_size=patch_size, flip=flip, rot90=rot90, min_epoch_length=min_epoch_length)
+        self.pairs = [(str(name), Path(lq), Path(gt)) for name, lq, gt in pairs]
+        self.names = [name for name, _, _ in self.pairs]
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        estimate = 0 if cache != "auto" else sum(_decoded_bytes(lq) + _decoded_bytes(gt) for _, lq, gt in self.pairs)
+        if _want_cache(cache, estimate):
+            self._cache = [(load_rgb_integer(lq), load_rgb_integer(gt)) for _, lq, gt in self.pairs]
+            sizes = [(lq.shape[:2], gt.shape[:2]) for lq, gt in self._cache]
+        else:
+            sizes = [(read_image_size(lq), read_image_size(gt)) for _, lq, gt in self.pairs]
+        bad = [
+            f"{name} (input {a[1]}x{a[0]} {lq}, target {b[1]}x{b[0]} {gt})"
+            for (name, lq, gt), (a, b) in zip(self.pairs, sizes, strict=True)
+            if tuple(a) != tuple(b)
+        ]
+        if bad:
+            raise DataError(
+                f"{len(bad)} of {len(self.pairs)} image pairs differ in size between input and target: "
+                f"{_first(bad)}. Pairs must be pixel-aligned images of the same size."
+            )
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None:
+            return self._cache[i]
+        _, lq, gt = self.pairs[i]
+        lq_img, gt_img = load_rgb_integer(lq), load_rgb_integer(gt)
+        if lq_img.shape != gt_img.shape:  # the header check can be fooled (e.g. EXIF PIL could not read)
+            raise DataError(
+                f"Image pair {self.pairs[i][0]} differs in size: {lq} is {lq_img.shape[:2]}, "
+                f"{gt} is {gt_img.shape[:2]}. Pairs must be pixel-aligned images of the same size."
+            )
+        return lq_img, gt_img
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        i, rng = self._resolve(index)
+        lq, gt = self._load(i)
+        if rng is None:
+            return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self.names[i]}
+        lq, gt = random_crop([lq, gt], self.patch_size, rng)
+        lq, gt = random_dihedral([lq, gt], rng, flip=self.flip, rot90=self.rot90)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
+
+
+class PairedFolderDataset(PairedImageDataset):
+    """Pairs from an input folder and a target folder, matched by relative path and stem (see :func:`match_pairs`).
+
+    Unmatched files or pairs of different sizes raise :class:`~nafrestore.errors.DataError` at construction with
+    counts and the first few names. Other arguments as :class:`PairedImageDataset`.
+    """
+
+    def __init__(
+        self,
+        lq_dir: str | Path,
+        gt_dir: str | Path,
+        *,
+        patch_size: int | None = None,
+        flip: bool = False,
+        rot90: bool = False,
+        cache: str = "auto",
+        min_epoch_length: int = 1000,
+    ) -> None:
+        super().__init__(
+            match_pairs(lq_dir, gt_dir),
+            patch_size=patch_size,
+            flip=flip,
+            rot90=rot90,
+            cache=cache,
+            min_epoch_length=min_epoch_length,
+        )
+        self.lq_dir, self.gt_dir = Path(lq_dir), Path(gt_dir)
+
+
+def _as_image_array(image: Any, i: int) -> np.ndarray:
+    """An in-memory image as stored: (H, W, 3) uint8/uint16 kept, anything else float32 (assumed [0, 1])."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = image.permute(1, 2, 0).numpy() if image.ndim == 3 and image.shape[0] in (1, 3) else image.numpy()
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ValueError(f"image {i} must be (H, W, 3), (H, W) or a (3, H, W) tensor, got shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype not in (np.uint8, np.uint16):
+        array = array.astype(np.float32)
+    return np.ascontiguousarray(array)
+
+
+class SyntheticDataset(_PairDataset):
+    """Clean images degraded on the fly: the degraded version is the input, the clean one the target.
+
+    Training (``patch_size`` set): crop and symmetry first, then degrade the crop with the sample's generator
+    (cheaper than degrading whole images; blur near crop borders uses reflected pixels, which is fine for
+    training). Validation (``patch_size=None``): each whole image is degraded with a generator seeded by
+    :func:`~nafrestore.data.degradations.seed_for` ``(name, seed)``, so it is identical in every run and process.
+
+    Args:
+        images: clean images: paths, (H, W, 3) arrays (float in [0, 1], or uint8/uint16) or (3, H, W) tensors;
+            grayscale is replicated to 3 channels.
+        degradations: config specs (``[{"type": "gaussian_noise", "sigma": 25}]``) or a built degradation.
+        patch_size: training crop side; None for validation.
+        flip, rot90: random symmetries in training.
+        seed: base seed of the validation degradations.
+        names: one per image; default the file stem for paths and ``"000"``, ``"001"``, ... for arrays.
+        weights: integer sampling weight per image in training (e.g. 2 draws an image twice as often).
+        cache: for paths, as in :class:`PairedImageDataset`.
+        min_epoch_length: as in :class:`PairedImageDataset`.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path | np.ndarray | torch.Tensor],
+        degradations: Sequence[dict[str, Any]] | Degradation,
+        *,
+        patch_size: int | None = None,
+        flip: bool = False,
+        rot90: bool = False,
+        seed: int = 0,
+        names: Sequence[str] | None = None,
+        weights: Sequence[int] | None = None,
+        cache: str = "auto",
+        min_epoch_length: int = 1000,
+    ) -> None:
+        images = list(images)
+        super().__init__(
+            len(images),
+            patch_size=patch_size,
+            flip=flip,
+            rot90=rot90,
+            min_epoch_length=min_epoch_length,
+            weights=weights,
+        )
+        self.degrade = degradations if isinstance(degradations, Degradation) else build_degradation(degradations)
+        self.seed = int(seed)
+        if names is None:
+            names = [Path(x).stem if isinstance(x, str | Path) else f"{i:03d}" for i, x in enumerate(images)]
+        if len(names) != len(images):
+            raise ValueError(f"got {len(names)} names for {len(images)} images")
+        self.names = [str(n) for n in names]
+        paths = [Path(x) for x in images if isinstance(x, str | Path)]
+        estimate = 0 if cache != "auto" else sum(_decoded_bytes(p) for p in paths)
+        keep = _want_cache(cache, estimate)
+        self._images: list[Path | np.ndarray] = [
+            (load_rgb_integer(x) if keep else Path(x)) if isinstance(x, str | Path) else _as_image_array(x, i)
+            for i, x in enumerate(images)
+        ]
+
+    def _load(self, i: int) -> np.ndarray:
+        image = self._images[i]
+        return load_rgb_integer(image) if isinstance(image, Path) else image
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        i, rng = self._resolve(index)
+        clean = self._load(i)
+        if rng is None:
+            gt = to_float(clean)
+            lq = self.degrade(gt, np.random.default_rng(seed_for(self.names[i], self.seed)))
+            return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self.names[i]}
+        (crop,) = random_crop([clean], self.patch_size, rng)
+        (crop,) = random_dihedral([crop], rng, flip=self.flip, rot90=self.rot90)
+        gt = to_float(np.ascontiguousarray(crop))
+        lq = self.degrade(gt, rng)
+        return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
+
+
+class SIDDValidationDataset(Dataset):
+    """The SIDD sRGB validation blocks: ``ValidationNoisyBlocksSrgb.mat`` and ``ValidationGtBlocksSrgb.mat``.
+
+    Each file holds a uint8 array (images, blocks, 256, 256, 3), (40, 32, ...) in the real dataset, under the
+    variable named like the file. Items are ``{"lq", "gt": (3, 256, 256) float32 in [0, 1], "name": "II_BB"}``
+    (image and block numbers, from 00). Both arrays are read at construction (about 250 MB each).
+    """
+
+    NOISY = "ValidationNoisyBlocksSrgb"
+    GT = "ValidationGtBlocksSrgb"
+
+    def __init__(self, root: str | Path) -> None:
+        root = Path(root)
+        self.noisy = self._read(root / f"{self.NOISY}.mat", self.NOISY)
+        self.gt = self._read(root / f"{self.GT}.mat", self.GT)
+        if self.noisy.shape != self.gt.shape:
+            raise DataError(
+                f"SIDD validation arrays differ in shape: {self.NOISY} is {self.noisy.shape}, {self.GT} is "
+                f"{self.gt.shape} (in {root}). Re-download the validation .mat files."
+            )
+        images, blocks = self.noisy.shape[:2]
+        self.names = [f"{i:02d}_{b:02d}" for i in range(images) for b in range(blocks)]
+
+    @staticmethod
+    def _read(path: Path, variable: str) -> np.ndarray:
+        if not path.is_file():
+            raise DataError(
+                f"SIDD validation file {path} does not exist. data.root must hold {SIDDValidationDataset.NOISY}.mat "
+                f"and {SIDDValidationDataset.GT}.mat from the SIDD website (besides Data/)."
+            )
+        import scipy.io  # imported here: only SIDD needs it, and it takes a while to import
+
+        try:
+            content = scipy.io.loadmat(str(path), variable_names=[variable])
+        except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5
+            raise DataError(
+                f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read. Re-save it with "
+                "MATLAB's save(..., '-v7') or download the original SIDD file."
+            ) from exc
+        except Exception as exc:
+            raise DataError(f"{path} cannot be read as a MATLAB .mat file ({exc}). Re-download it.") from exc
+        if variable not in content:
+            raise DataError(
+                f"{path} has no variable {variable!r} (found: {', '.join(k for k in content if k[:2] != '__')})."
+            )
+        array = content[variable]
+        if array.ndim != 5 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise DataError(
+                f"{path}: {variable} should be a uint8 array (images, blocks, H, W, 3); got "
+                f"{array.dtype} {array.shape}."
+            )
+        return array
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        blocks = self.noisy.shape[1]
+        i, b = divmod(int(index), blocks)
+        return {"lq": to_tensor(self.noisy[i, b]), "gt": to_tensor(self.gt[i, b]), "name": self.names[index]}
+
+
+def limit_dataset(dataset: Dataset, max_items: int | None) -> Dataset:
+    """At most ``max_items`` items, evenly spaced over the dataset (more representative than the first few, e.g.
+    of SIDD, whose consecutive blocks come from the same photograph). None or enough items: unchanged."""
+    if max_items is None or max_items >= len(dataset):
+        return dataset
+    indices = np.linspace(0, len(dataset) - 1, max_items).round().astype(int).tolist()
+    subset = Subset(dataset, indices)
+    if hasattr(dataset, "names"):
+        subset.names = [dataset.names[i] for i in indices]  # type: ignore[attr-defined]
+    return subset
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loaders
+
+
+class TrainSampler(Sampler):
+    """A :class:`~torch.utils.data.DistributedSampler` (this rank's share of a shuffled order, the tail dropped so
+    every rank gets as many) whose indices carry a per-sample seed: ``(index, seed)``.
+
+    The seeds come from a stream fixed by (seed, rank, epoch), and the shuffle by (seed, epoch), so training
+    batches depend only on those, not on the worker count. The epoch advances by itself at each new iteration
+    (no ``set_epoch`` call is needed for a fresh shuffle); ``set_epoch`` sets it, e.g. when resuming.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.seed = int(seed) % 2**63
+        self.rank = rank
+        self.epoch = 0
+        self.inner = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        self.with_seeds = bool(getattr(dataset, "supports_sample_seeds", False))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.inner.set_epoch(self.epoch)
+        indices = list(self.inner)
+        seeds = np.random.default_rng(seed_for(f"train-samples/{self.rank}/{self.epoch}", self.seed))
+        seeds = seeds.integers(0, 2**63 - 1, size=len(indices), dtype=np.int64).tolist()
+        self.epoch += 1
+        if self.with_seeds:
+            return iter(list(zip(indices, seeds, strict=True)))
+        return iter(indices)
+
+
+class _ShardSampler(Sampler):
+    """Indices ``rank, rank + world_size, ...`` in order: each image on exactly one rank (no padding duplicates,
+    unlike DistributedSampler, so metrics summed over ranks count every image once)."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader worker start: seed python/numpy from the worker's torch seed, and stop OpenCV threading."""
+    seed = torch.initial_seed()  # DataLoader set it to base_seed + worker_id, base_seed from the loader generator
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    # Each worker already is a parallel process; OpenCV's own thread pool would oversubscribe the cores (and
+    # thread pools do not survive fork well).
+    cv2.setNumThreads(0)
+
+
+def build_train_loader(
+    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """The training loader: shuffled (per rank when ``world_size > 1``), full batches only, seeded workers.
+
+    Batches are a function of (seed, rank, epoch) only (see :class:`TrainSampler`); workers are persistent when
+    ``num_workers > 0`` and pinned memory is used when CUDA is available. Each ``iter(loader)`` is a new epoch.
+
+    Raises:
+        DataError: the dataset cannot fill one batch per rank.
+    """
+    sampler = TrainSampler(dataset, seed=seed, rank=rank, world_size=world_size)
+    if len(sampler) < batch_size:
+        raise DataError(
+            f"The training set gives {len(sampler)} samples per process, fewer than one batch of {batch_size}. "
+            "Lower train.batch_size or add images."
+        )
+    generator = torch.Generator()
+    generator.manual_seed(seed_for(f"train-workers/{rank}", seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_seed_worker,
+        generator=generator,
+    )
+
+
+def build_val_loader(dataset: Dataset, *, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """The validation loader: batches of one whole image (sizes differ), in order.
+
+    With ``world_size > 1`` each rank gets every ``world_size``-th image and each image is seen once overall;
+    sum metrics across ranks to combine.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=_ShardSampler(len(dataset), rank, world_size),
+        num_workers=num_workers,
+        worker_init_fn=_seed_worker,
+    )
