@@ -103,6 +103,13 @@ class DataConfig:
                     f"data.degradations[{i}] must be a mapping with a `type` key, e.g. "
                     f"{{type: gaussian_noise, sigma: 25}}; got {spec!r}."
                 )
+        from .data.degradations import build_degradation  # late import: data pulls in OpenCV
+        from .errors import DataError
+
+        try:
+            build_degradation(self.degradations)  # checks types and parameters now, not mid-run
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass
