@@ -27,12 +27,13 @@ app.add_typer(config_app, name="config")
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a :class:`NafrestoreError` into its message on stderr and exit code 2."""
+    """Turn a :class:`NafrestoreError` into its message on stderr and its exit code (2 unless it names one)."""
     try:
         yield
     except NafrestoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        code = getattr(exc, "exit_code", 2)
+        typer.echo(f"error: {exc}" if code == 2 else str(exc), err=True)
+        raise typer.Exit(code) from None
 
 
 @app.command(
@@ -50,17 +51,20 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bar."),
 ) -> None:
     """Train a model from a YAML config; prints the run directory."""
+    import os
+
     from .engine import config_for_resume
     from .engine import train as train_run
 
-    with user_errors():
+    with user_errors():  # Ctrl-C / SIGTERM save last.pt and exit 130 / 143, as a shell expects
         if config is not None and config.suffix not in (".yaml", ".yml") and "=" in str(config):
             overrides, config = [str(config), *(overrides or [])], None
         if config is None and resume is None:
             raise NafrestoreError("Give a config file (e.g. configs/lka-nafnet-w12.yaml) or --resume RUN_DIR.")
         cfg = config_for_resume(resume, config, overrides or [])
         run_dir = train_run(cfg, resume=resume, quiet=quiet)
-    typer.echo(str(run_dir))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        typer.echo(str(run_dir))
 
 
 @config_app.command("show")
@@ -106,6 +110,155 @@ def info(
     typer.echo(f"TLC:        {'on' if model.tlc_enabled else 'off'}")
     for line in layout(model):
         typer.echo(f"  {line}")
+
+
+@app.command(
+    "eval",
+    epilog="Examples:  nafrestore eval --pred restored/ --gt clean/ --metrics psnr,ssim,ms-ssim,lpips,rfid"
+    "  |  nafrestore eval runs/demo --ckpt best --metrics psnr,ssim --json runs/demo/eval.json"
+    "  |  nafrestore eval configs/my.yaml --ckpt model.pt --data photos/ --report report/",
+)
+def eval_command(
+    source: Path | None = typer.Argument(None, help="Run directory or YAML config of the model to evaluate."),
+    pred: Path | None = typer.Option(None, "--pred", help="Folder of restored images (instead of a model)."),
+    gt: Path | None = typer.Option(
+        None, "--gt", help="Folder of ground-truth images, matched by relative path and stem."
+    ),
+    lq: Path | None = typer.Option(
+        None, "--lq", help="With --pred/--gt: the degraded inputs, scored as the input row."
+    ),
+    ckpt: str = typer.Option("best", "--ckpt", help="best, last or a checkpoint path."),
+    data: str = typer.Option("val", "--data", help="`val` (the config's validation set) or a folder of clean images."),
+    metrics: str = typer.Option("psnr,ssim", "--metrics", help="Comma-separated: psnr,ssim,ms-ssim,lpips,rfid,kid."),
+    y_channel: bool = typer.Option(False, "--y-channel", help="PSNR/SSIM/MS-SSIM on the BT.601 Y channel."),
+    crop_border: int = typer.Option(0, "--crop-border", min=0, help="Pixels removed from each side before scoring."),
+    raw: bool = typer.Option(False, "--raw", help="Score raw floats instead of 8-bit rounded images."),
+    lpips_net: str = typer.Option("alex", "--lpips-net", help="alex or vgg."),
+    fid_patch: int = typer.Option(256, "--fid-patch", min=16, help="Patch side for rFID/KID."),
+    fewer_scales: bool = typer.Option(False, "--allow-fewer-scales", help="MS-SSIM on small images with fewer scales."),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", envvar="NAFRESTORE_WEIGHTS_DIR", help="LPIPS/FID weights."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Same-size images per batch."),
+    tile: int | None = typer.Option(None, "--tile", min=16, help="Restore in tiles of this size."),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="Tile overlap."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the summary and per-image values as JSON."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write per-image values as CSV."),
+    report: Path | None = typer.Option(None, "--report", help="Write comparison.png (best and worst images) here."),
+    save_images: Path | None = typer.Option(None, "--save-images", help="Keep the restored images here."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
+    from . import evaluation as ev
+    from .utils.device import resolve_device
+
+    with user_errors():
+        dev = resolve_device(device)
+        options = {
+            "y_channel": y_channel, "crop_border": crop_border, "quantize": not raw, "lpips_net": lpips_net,
+            "fid_patch": fid_patch, "weights_dir": weights_dir, "allow_fewer_scales": fewer_scales, "device": dev,
+        }  # fmt: skip
+        if (pred is None) != (gt is None) or (pred is None) == (source is None):
+            raise NafrestoreError("Give either a run directory / config to evaluate a model, or --pred DIR --gt DIR.")
+        if pred is not None:
+            items, restore, total = ev.folder_items(pred, gt, lq), None, None
+        else:
+            from .inference.api import load_model
+
+            config_path, ckpt_path = ev.resolve_model_source(source, ckpt)
+            dataset = ev.model_items(config_path, data)
+            restore = ev.model_restore(load_model(ckpt_path, device=dev), tile=tile, overlap=overlap)
+            items, total = ev.dataset_items(dataset), len(dataset)
+        result = ev.score(items, metrics, restore=restore, batch_size=batch, save_dir=save_images,
+                          report_dir=report, progress=not quiet, total=total, **options)  # fmt: skip
+        for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv)):
+            if path is not None:
+                write(result, path)
+    typer.echo(ev.format_table(result))
+
+
+@app.command(epilog="Example:  nafrestore weights --weights-dir ~/weights")
+def weights(
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", envvar="NAFRESTORE_WEIGHTS_DIR", help="Extra folder."
+    ),
+) -> None:
+    """List the pretrained files LPIPS and rFID/KID need, and whether each is present and verified."""
+    from .metrics import weights_status
+
+    rows = weights_status(weights_dir)
+    for row in rows:
+        typer.echo(f"{row['status']:<18} {row['name']:<40} {row['purpose']}")
+        typer.echo(f"{'':<18} {row['path'] or 'get it from ' + row['url']}")
+    if any(row["status"] != "verified" for row in rows):
+        typer.echo("Put missing files in --weights-dir, $NAFRESTORE_WEIGHTS_DIR or $TORCH_HOME/hub/checkpoints.")
+
+
+@app.command(
+    epilog="Examples:  nafrestore infer photos/ -o restored/ --ckpt runs/demo/checkpoints/best.pt"
+    "  |  nafrestore infer noisy/ -o out/ --model configs/nafnet-sidd-width64.yaml --ckpt NAFNet-SIDD-width64.pth"
+    "  |  nafrestore infer big.tif -o out/ --ckpt model.safetensors --tile 512 --overlap 32 --tta --device cuda"
+    " --precision bf16",
+)
+def infer(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (relative paths are kept)."),
+    ckpt: str | None = typer.Option(None, "--ckpt", help="Checkpoint, run dir, .safetensors, or bare weights."),
+    model: str | None = typer.Option(None, "--model", help="Config/preset naming the architecture of bare weights."),
+    glob: str | None = typer.Option(None, "--glob", help="Only files whose name or relative path matches."),
+    suffix: str = typer.Option("", "--suffix", help="Added to each output's stem, e.g. _restored."),
+    ext: str | None = typer.Option(None, "--ext", help="Output format (png, jpg, tif, ...); default: the input's."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    tile: int | None = typer.Option(None, "--tile", min=16, help="Tile side for tiled inference."),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="Tile overlap in pixels."),
+    max_mp: float | None = typer.Option(None, "--max-megapixels", help="Tile larger images (default: 4 on CPU)."),
+    tlc: bool | None = typer.Option(None, "--tlc/--no-tlc", help="Test-time local converter (default: ckpt's)."),
+    tta: bool = typer.Option(False, "--tta", help="x8 self-ensemble (8 dihedral transforms averaged)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (fp16: GPU only)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Same-size images per forward pass."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Restore image files, keeping names, formats, bit depth, channels and alpha; exit 1 if any file failed."""
+    from .inference.api import load_model, resolve_source
+    from .inference.batch import restore_files
+
+    with user_errors():
+        source, weights = resolve_source(ckpt, model)
+        net = load_model(source, weights=weights, device=device, tlc=tlc)
+        report = restore_files(net, inputs, output, glob=glob, suffix=suffix, ext=ext, overwrite=overwrite,
+                               tile=tile, overlap=overlap, tta=tta, precision=precision, batch=batch,
+                               max_megapixels=max_mp, progress=not quiet)  # fmt: skip
+    typer.echo(report.summary())
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command(
+    epilog="Examples:  nafrestore export runs/demo --format onnx -o demo.onnx"
+    "  |  nafrestore export runs/demo/checkpoints/best.pt --format safetensors -o demo.safetensors"
+    "  |  nafrestore export --model configs/nafnet-sidd-width32.yaml --ckpt NAFNet-SIDD-width32.pth"
+    " --format torchscript -o sidd32.pt",
+)
+def export(
+    checkpoint: str | None = typer.Argument(None, help="Checkpoint, run dir or .safetensors (or use --ckpt)."),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx, safetensors or torchscript."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+    ckpt: str | None = typer.Option(None, "--ckpt", help="Weights (with --model for bare state dicts)."),
+    model: str | None = typer.Option(None, "--model", help="Config/preset naming the architecture of bare weights."),
+    tlc: bool | None = typer.Option(None, "--tlc/--no-tlc", help="TLC in the exported model (default: ckpt's)."),
+) -> None:
+    """Export a trained model: ONNX (dynamic H, W), safetensors (weights + config) or TorchScript."""
+    from .inference.api import resolve_source
+    from .inference.export import export_model
+
+    with user_errors():
+        if checkpoint is not None and ckpt is not None:
+            raise NafrestoreError("Give the checkpoint either as the argument or with --ckpt, not both.")
+        source, weights = resolve_source(checkpoint or ckpt, model)
+        path = export_model(source, output, format=fmt, weights=weights, tlc=tlc)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {fmt})")
 
 
 def main() -> None:

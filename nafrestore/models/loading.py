@@ -73,9 +73,11 @@ def state_dict_from(obj: Mapping[str, Any], prefer_ema: bool = True) -> dict[str
     Args:
         obj: what :func:`read_checkpoint` returned.
         prefer_ema: take ``params_ema`` over ``params`` in BasicSR files when both exist (the EMA weights are
-            the ones BasicSR validates). A nafrestore checkpoint's ``model`` entry already holds the weights its
-            validation used.
+            the ones BasicSR validates), and a nafrestore ``last.pt``'s ``ema`` over its raw ``model`` weights
+            (``best.pt``'s ``model`` already holds the weights its validation used).
     """
+    if prefer_ema and isinstance(obj.get("ema"), Mapping) and obj.get("weights") != "ema":
+        obj = {"model": obj["ema"]}  # a nafrestore last.pt: `model` holds the raw weights, `ema` the averaged ones
     for key in (("params_ema", "params") if prefer_ema else ("params", "params_ema")) + ("model", "state_dict"):
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

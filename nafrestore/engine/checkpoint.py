@@ -1,0 +1,296 @@
+"""Training checkpoints: a self-describing dict, written atomically, readable with ``weights_only=True``.
+
+Layout (``format_version`` 1)::
+
+    format_version     int, 1
+    nafrestore_version str
+    model_name         str, registered model name
+    model_args         dict, the model's keyword arguments (lists, never tuples)
+    tlc_train_size     int | None, the TLC training size when the config turns TLC on
+    config             dict, config_to_dict(cfg): the whole resolved config
+    weights            "raw" | "ema": which weights ``model`` holds
+    model              state dict of the unwrapped module (no ``module.`` / ``_orig_mod.`` prefixes)
+    ema                state dict of the EMA weights, or None (EMA off, or best.pt where ``model`` already is the EMA)
+    optimizer          AdamW state dict (None in best.pt)
+    scheduler          WarmupCosineSchedule state dict (None in best.pt)
+    scaler             GradScaler state dict ({} unless fp16; None in best.pt)
+    step               int, optimizer iterations done (skipped non-finite steps included)
+    best_metric        float | None, best validation value of val.best_metric so far
+    best_step          int | None, the step at which it was reached
+    elapsed_s          float, training wall-clock seconds so far (drives a time-budget schedule)
+    rng                {"torch": uint8 tensor, "cuda": [uint8 tensors], "numpy": {...}, "python": {...}} of rank 0,
+                       plus "ranks": [one such dict per rank] for multi-process runs (None in best.pt)
+
+``last.pt`` holds the raw weights in ``model`` (and the EMA in ``ema``): everything needed to resume. ``best.pt``
+holds the weights validation scored, i.e. the EMA weights when EMA is on, in ``model``; it carries no optimizer
+state (it is for inference and fine-tuning, not for resuming).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..models.loading import load_weights, read_checkpoint
+
+FORMAT_VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Unwrapping
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile (``_orig_mod``) and DistributedDataParallel/DataParallel (``module``)
+    wrappers, in any nesting."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with ``module.`` / ``_orig_mod.`` key prefixes stripped."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped module's state dict, on the CPU (so a checkpoint loads on any machine)."""
+    state = clean_state_dict(unwrap_model(model).state_dict())
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def to_plain(value: Any) -> Any:
+    """Containers as plain dicts/lists (tuples become lists) of str/int/float/bool/None, for ``weights_only``."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RNG states in weights_only-friendly form
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states: torch CPU, every initialised CUDA device, NumPy's global and Python's ``random``.
+
+    NumPy's and Python's states are converted to tensors and plain numbers, which ``torch.load(weights_only=True)``
+    accepts (their native forms hold NumPy arrays and tuples of 625 ints).
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(cuda),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss_next},
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where this machine has those devices)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npst["kind"], keys, npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing and reading
+
+
+def make_checkpoint(
+    *,
+    config: Mapping[str, Any],
+    model_name: str,
+    model_args: Mapping[str, Any],
+    tlc_train_size: int | None,
+    model: Mapping[str, torch.Tensor],
+    weights: str = "raw",
+    ema: Mapping[str, torch.Tensor] | None = None,
+    optimizer: Mapping[str, Any] | None = None,
+    scheduler: Mapping[str, Any] | None = None,
+    scaler: Mapping[str, Any] | None = None,
+    step: int = 0,
+    best_metric: float | None = None,
+    best_step: int | None = None,
+    elapsed_s: float = 0.0,
+    rng: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the checkpoint dict documented at the top of this module from plain parts."""
+    from .. import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "nafrestore_version": __version__,
+        "model_name": model_name,
+        "model_args": to_plain(dict(model_args)),
+        "tlc_train_size": None if tlc_train_size is None else int(tlc_train_size),
+        "config": to_plain(dict(config)),
+        "weights": weights,
+        "model": dict(clean_state_dict(model)),
+        "ema": None if ema is None else dict(clean_state_dict(ema)),
+        "optimizer": None if optimizer is None else dict(optimizer),
+        "scheduler": None if scheduler is None else to_plain(dict(scheduler)),
+        "scaler": None if scaler is None else dict(scaler),
+        "step": int(step),
+        "best_metric": None if best_metric is None else float(best_metric),
+        "best_step": None if best_step is None else int(best_step),
+        "elapsed_s": float(elapsed_s),
+        "rng": None if rng is None else dict(rng),
+    }
+
+
+def save_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``ckpt`` to ``path`` atomically.
+
+    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then renamed over ``path``
+    with ``os.replace`` (atomic on POSIX and Windows) and the directory is fsync'ed: a kill at any moment leaves
+    either the previous file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(ckpt), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), where it is skipped.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``) onto the CPU and check its format.
+
+    Raises:
+        CheckpointError: missing/unreadable file, or not a nafrestore training checkpoint of a known version.
+    """
+    ckpt = read_checkpoint(path)
+    version = ckpt.get("format_version")
+    if version is None or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a nafrestore training checkpoint (no format_version/model/config entries); "
+            "to resume, give a run directory or its checkpoints/last.pt."
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version}, newer than this nafrestore understands ({FORMAT_VERSION}); "
+            "upgrade nafrestore."
+        )
+    return ckpt
+
+
+def resolve_resume_path(resume: str | Path) -> Path:
+    """The checkpoint to resume from: ``RUN_DIR/checkpoints/last.pt`` for a run directory, else the file itself.
+
+    Raises:
+        CheckpointError: nothing to resume there.
+    """
+    resume = Path(resume)
+    if resume.is_dir():
+        ckpt = resume / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise CheckpointError(
+                f"{resume} is a directory without checkpoints/last.pt: nothing to resume. Give a run directory "
+                "that has trained at least until its first checkpoint, or a checkpoint file."
+            )
+        return ckpt
+    if not resume.is_file():
+        raise CheckpointError(f"Cannot resume from {resume}: no such run directory or checkpoint file.")
+    return resume
+
+
+def run_dir_of(ckpt_path: Path) -> Path | None:
+    """The run directory a checkpoint belongs to (``RUN_DIR/checkpoints/x.pt`` -> RUN_DIR), or None."""
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load a state dict into the unwrapped ``model`` strictly, with a readable error on mismatch."""
+    load_weights(unwrap_model(model), clean_state_dict(state), source)
+
+
+def weights_are_finite(model: nn.Module) -> bool:
+    """True when every floating-point parameter and buffer of ``model`` is finite."""
+    for t in unwrap_model(model).state_dict().values():
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            return False
+    return True
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "clean_state_dict",
+    "load_checkpoint",
+    "load_model_state",
+    "make_checkpoint",
+    "model_state",
+    "resolve_resume_path",
+    "rng_state",
+    "run_dir_of",
+    "save_checkpoint",
+    "set_rng_state",
+    "to_plain",
+    "unwrap_model",
+    "weights_are_finite",
+]

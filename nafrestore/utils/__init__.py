@@ -1,0 +1,1 @@
+"""Small helpers shared across nafrestore (devices, seeding, mixed precision)."""
