@@ -164,7 +164,7 @@ def eval_command(
         if pred is not None:
             items, restore, total = ev.folder_items(pred, gt, lq), None, None
         else:
-            from .inference.api import load_model
+            from .inference import load_model
 
             config_path, ckpt_path = ev.resolve_model_source(source, ckpt)
             dataset = ev.model_items(config_path, data)

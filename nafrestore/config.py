@@ -188,6 +188,8 @@ class ValConfig:
         _check_range("val.crop_border", self.crop_border, low=0)
         if self.tile is not None:
             _check_range("val.tile", self.tile, low=16)
+            if 2 * self.overlap >= self.tile:
+                raise ConfigError(f"val.overlap ({self.overlap}) must be below half of val.tile ({self.tile}).")
         if self.best_metric not in self.metrics:
             raise ConfigError(f"val.best_metric {self.best_metric!r} must be one of val.metrics {self.metrics}.")
 

@@ -24,14 +24,13 @@ from nafrestore.engine import (
     load_checkpoint,
     make_checkpoint,
     model_state,
-    restore_tiled,
+    restore,
     rng_state,
     save_checkpoint,
     set_rng_state,
     train_step,
     unwrap_model,
 )
-from nafrestore.engine.validation import blend_window, tile_starts
 from nafrestore.errors import CheckpointError, ConfigError
 from nafrestore.models import create_model
 from nafrestore.utils.device import autocast, resolve_amp, resolve_device, seed_everything
@@ -138,26 +137,18 @@ def test_rng_state_round_trip(tmp_path: Path) -> None:
 # Validation
 
 
-def test_tile_layout_and_window() -> None:
-    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
-    assert tile_starts(20, 32, 8) == [0]
-    w = blend_window(32, 32, 8)
-    assert w.shape == (1, 1, 32, 32) and float(w.min()) > 0 and float(w.max()) == 1.0
-    assert float(w[0, 0, 16, 0]) < float(w[0, 0, 16, 4]) < float(w[0, 0, 16, 16])
-
-
 def test_restore_tiled_matches_whole_image() -> None:
     # A pixelwise model gives the same output per tile, so blending must reproduce the whole-image output.
     model = nn.Conv2d(3, 3, 1)
     lq = torch.rand(2, 3, 70, 53)
     with torch.no_grad():
         whole = model(lq)
-    tiled = restore_tiled(model, lq, tile=32, overlap=8)
+    tiled = restore(model, lq, tile=32, overlap=8)
     assert tiled.shape == lq.shape
     assert torch.allclose(tiled, whole, atol=1e-6)
     # A real network (which pads every tile internally): the right shape, finite values.
     net = tiny_model("nafnet").eval()
-    tiled = restore_tiled(net, lq, tile=48, overlap=16)
+    tiled = restore(net, lq, tile=48, overlap=16)
     assert tiled.shape == lq.shape and torch.isfinite(tiled).all()
 
 

@@ -227,10 +227,22 @@ def _to_hwc(rgb: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float in [0, 1] -> uint8/uint16, clamped and rounded to nearest; NaN becomes 0."""
+    """Float in [0, 1] -> uint8/uint16, clamped and rounded to nearest; NaN becomes 0.
+
+    Computed in float64 a band of rows at a time: whole-image float64 temporaries of a 24-megapixel photograph
+    would take over 1.5 GB, the bands a few MB.
+    """
     peak = 65535 if bit_depth == 16 else 255
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.rint(np.clip(values, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    values = np.asarray(values)
+    out = np.empty(values.shape, np.uint16 if bit_depth == 16 else np.uint8)
+    step = max(1, (1 << 21) // max(1, values[0].size))  # about 2 M values (16 MB of float64) per band
+    for r in range(0, values.shape[0], step):
+        band = np.nan_to_num(values[r : r + step].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(band, 0.0, 1.0, out=band)
+        band *= peak
+        np.rint(band, out=band)
+        out[r : r + step] = band
+    return out
 
 
 def _alpha_to(alpha: np.ndarray, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:

@@ -30,7 +30,7 @@ from .trainer import (
     train,
     train_step,
 )
-from .validation import evaluate, restore, restore_tiled
+from .validation import evaluate, restore
 
 __all__ = [
     "FORMAT_VERSION",
@@ -61,7 +61,6 @@ __all__ = [
     "read_metrics",
     "resolve_resume_path",
     "restore",
-    "restore_tiled",
     "resume_command",
     "rng_state",
     "save_checkpoint",

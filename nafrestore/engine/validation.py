@@ -16,68 +16,14 @@ from ..utils.device import autocast
 from . import distributed as du
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of side ``tile`` covering ``[0, size)`` with at least ``overlap`` pixels of overlap;
-    the last tile is aligned to the end."""
-    if size <= tile:
-        return [0]
-    stride = max(tile - overlap, 1)
-    starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)
-    return starts
-
-
-def blend_window(height: int, width: int, overlap: int, *, device: torch.device | None = None) -> Tensor:
-    """A (1, 1, height, width) weight that ramps linearly from ~0 to 1 over ``overlap`` pixels at every edge.
-
-    Overlapping tiles weighted by it and normalised by the summed weights cross-fade smoothly, hiding the seams
-    that a hard cut at tile borders leaves (tile edges see less context, so their outputs are worse there).
-    """
-
-    def ramp(n: int) -> Tensor:
-        i = torch.arange(n, dtype=torch.float32, device=device)
-        if overlap <= 0:
-            return torch.ones(n, device=device)
-        r = torch.minimum((i + 0.5) / overlap, (n - i - 0.5) / overlap)
-        return r.clamp(max=1.0)
-
-    return (ramp(height)[:, None] * ramp(width)[None, :]).view(1, 1, height, width)
-
-
-@torch.no_grad()
-def restore_tiled(model: nn.Module, lq: Tensor, tile: int, overlap: int = 32) -> Tensor:
-    """Restore a large image tile by tile with smooth blending.
-
-    Args:
-        model: (B, C, h, w) -> (B, C, h, w), any h, w (the networks pad internally).
-        lq: (B, C, H, W) degraded images.
-        tile: tile side in pixels (tiles are clipped to the image).
-        overlap: pixels shared by neighbouring tiles (cross-faded).
-
-    Returns:
-        (B, C, H, W) float32, the blended restoration (not clamped).
-    """
-    _, _, h, w = lq.shape
-    if h <= tile and w <= tile:
-        return model(lq).float()
-    th, tw = min(tile, h), min(tile, w)
-    overlap = min(overlap, th // 2, tw // 2)
-    out = torch.zeros(lq.shape, dtype=torch.float32, device=lq.device)
-    weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=lq.device)
-    window = blend_window(th, tw, overlap, device=lq.device)
-    for y in tile_starts(h, th, overlap):
-        for x in tile_starts(w, tw, overlap):
-            patch = model(lq[:, :, y : y + th, x : x + tw]).float()
-            out[:, :, y : y + th, x : x + tw] += patch * window
-            weight[:, :, y : y + th, x : x + tw] += window
-    return out / weight
-
-
 def restore(model: nn.Module, lq: Tensor, tile: int | None = None, overlap: int = 32) -> Tensor:
-    """``model(lq)`` on whole images, or :func:`restore_tiled` when ``tile`` is set; float32 (B, C, H, W)."""
+    """``model(lq)`` on whole images, or in blended tiles (:func:`nafrestore.inference.restore_tiled`) when
+    ``tile`` is set: (B, C, H, W) -> float32 (B, C, H, W) on ``lq``'s device."""
     if tile is None:
         return model(lq).float()
-    return restore_tiled(model, lq, tile, overlap)
+    from ..inference.tiling import restore_tiled
+
+    return torch.stack([restore_tiled(model, x, tile=tile, overlap=overlap) for x in lq]).to(lq.device)
 
 
 def _batch_names(batch: dict[str, Any], count: int, offset: int) -> list[str]:
@@ -120,7 +66,7 @@ def evaluate(
         loader: batches ``{"lq": (B, 3, H, W), "gt": (B, 3, H, W), "name": [str] * B}`` in [0, 1] (B is usually 1).
         metrics: per-image metric names of :mod:`nafrestore.metrics` (psnr, ssim, ms-ssim, lpips).
         device: where the model runs.
-        tile, overlap: tiled restoration (see :func:`restore_tiled`); None: whole images.
+        tile, overlap: tiled restoration (see :func:`restore`); None: whole images.
         y_channel, crop_border: scoring options (BasicSR's ``test_y_channel`` / ``crop_border``).
         amp: autocast dtype for the forward pass (``none`` | ``bf16`` | ``fp16``); scores are in float64.
         include_input: also score the degraded inputs, as ``input/<metric>`` (psnr and ssim only).
@@ -173,4 +119,4 @@ def evaluate(
     return result
 
 
-__all__ = ["blend_window", "evaluate", "restore", "restore_tiled", "tile_starts"]
+__all__ = ["evaluate", "restore"]

@@ -1,0 +1,322 @@
+"""Restoring many image files: output naming, skip/overwrite, per-file failures, progress and a summary.
+
+Each output keeps its file's path relative to the input folder it was found in (or just its name for files
+given directly), its format (unless ``ext``), bit depth, channel count and alpha channel. Files that cannot be read,
+restored or written are recorded with the reason and the run goes on; :class:`BatchReport` says what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, save_image
+from ..errors import NafrestoreError
+from .api import _luma, restore_rgb
+from .fold import in_channels
+from .tiling import DEFAULT_OVERLAP, auto_tile, forward, resolve_precision
+
+__all__ = ["BatchReport", "Job", "plan_jobs", "restore_files"]
+
+
+@dataclass
+class Job:
+    """One input file and the output it becomes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class BatchReport:
+    """Outcome of :func:`restore_files`.
+
+    Attributes:
+        restored: outputs written.
+        skipped: inputs whose output already existed (no ``overwrite``).
+        failed: (input, reason) for each file that could not be read, restored or written.
+        megapixels: pixels restored, in millions.
+        seconds: wall-clock time of the run.
+    """
+
+    restored: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    megapixels: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        """Counts on one line, then one line per failure (file: reason)."""
+        rate = f", {self.megapixels / self.seconds:.2f} MP/s" if self.seconds > 0 and self.megapixels else ""
+        lines = [
+            f"restored {len(self.restored)}, skipped {len(self.skipped)} (output exists), failed {len(self.failed)}"
+            f" in {self.seconds:.1f} s{rate}"
+        ]
+        if self.skipped and not self.restored:
+            lines.append("  (use --overwrite to redo existing outputs)")
+        for path, reason in self.failed:
+            lines.append(f"  FAILED {path}: {reason}")
+        return "\n".join(lines)
+
+
+def _normalise_ext(ext: str | None) -> str | None:
+    if ext is None:
+        return None
+    ext = ext.lower() if ext.startswith(".") else f".{ext.lower()}"
+    if ext not in IMAGE_EXTENSIONS:
+        raise NafrestoreError(
+            f"--ext {ext!r} is not a supported image format; use one of {', '.join(IMAGE_EXTENSIONS)}."
+        )
+    return ext
+
+
+def plan_jobs(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    glob: str | None = None,
+    suffix: str = "",
+    ext: str | None = None,
+) -> list[Job]:
+    """The (input, output) pairs for files and folders ``inputs`` (folders searched recursively).
+
+    Raises:
+        NafrestoreError: an input does not exist, nothing matched, or ``ext`` is not an image format.
+    """
+    out_dir = Path(out_dir)
+    ext = _normalise_ext(ext)
+    out_resolved = out_dir.resolve()
+    jobs: list[Job] = []
+    for item in inputs:
+        root = Path(item)
+        for path in list_images(root, glob=glob):
+            if root.is_dir() and out_resolved in path.resolve().parents and out_resolved != root.resolve():
+                continue  # earlier outputs inside a searched input folder (e.g. -o photos/restored) are not inputs
+            relative = path.relative_to(root) if root.is_dir() else Path(path.name)
+            name = f"{relative.stem}{suffix}{ext or relative.suffix}"
+            jobs.append(Job(path, out_dir / relative.parent / name))
+    if not jobs:
+        pattern = f" matching {glob!r}" if glob else ""
+        raise NafrestoreError(
+            f"No images{pattern} found in {', '.join(str(i) for i in inputs)} "
+            f"(extensions: {', '.join(IMAGE_EXTENSIONS)})."
+        )
+    return jobs
+
+
+def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, NafrestoreError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Runner:
+    """Per-image work shared by single and batched passes."""
+
+    def __init__(self, model: nn.Module, *, tile, overlap, tta, precision, max_megapixels, quality) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.tile, self.overlap, self.tta = tile, overlap, tta
+        self.precision = resolve_precision(precision, self.device)
+        self.max_megapixels = max_megapixels
+        self.quality = quality
+        self.gray_model = in_channels(model) == 1
+
+    def needs_tiling(self, image: LoadedImage) -> bool:
+        h, w = image.rgb.shape[:2]
+        return auto_tile(h, w, self.tile, self.max_megapixels, self.device) is not None
+
+    def model_input(self, image: LoadedImage) -> np.ndarray:
+        """Float32 (H, W, C_model): gray files run as three equal channels through RGB models."""
+        return _luma(image.rgb)[:, :, None] if self.gray_model else image.rgb
+
+    def restore_one(self, image: LoadedImage) -> np.ndarray:
+        colour = self.model_input(image)
+        image.rgb = None  # type: ignore[assignment]  # free the input early (large images)
+        return restore_rgb(
+            self.model,
+            colour,
+            tile=self.tile,
+            overlap=self.overlap,
+            tta=self.tta,
+            precision=self.precision,
+            max_megapixels=self.max_megapixels,
+        )
+
+    def restore_many(self, images: list[LoadedImage]) -> list[np.ndarray]:
+        """Same-size images in one forward pass."""
+        batch = torch.from_numpy(np.stack([self.model_input(im) for im in images])).permute(0, 3, 1, 2)
+        out = forward(self.model, batch.to(self.device), tta=self.tta, precision=self.precision)
+        return [np.ascontiguousarray(o) for o in out.permute(0, 2, 3, 1).cpu().numpy()]
+
+    def save(self, job: Job, image: LoadedImage, restored: np.ndarray) -> None:
+        if restored.shape[2] == 1:
+            restored = np.repeat(restored, 3, axis=2)  # gray model output; written gray below when the file was
+        save_image(
+            job.target,
+            restored,
+            bit_depth=image.bit_depth,
+            grayscale=image.channels == 1,
+            alpha=image.alpha,
+            quality=self.quality,
+        )
+
+
+def restore_files(
+    model: nn.Module,
+    inputs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path,
+    *,
+    glob: str | None = None,
+    suffix: str = "",
+    ext: str | None = None,
+    overwrite: bool = False,
+    tile: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    tta: bool = False,
+    precision: str = "fp32",
+    batch: int = 1,
+    max_megapixels: float | None = None,
+    quality: int = 95,
+    progress: bool = True,
+) -> BatchReport:
+    """Restore image files into ``out_dir``.
+
+    Args:
+        model: from :func:`~nafrestore.inference.api.load_model`.
+        inputs: image files and/or folders (searched recursively; ``glob`` filters by name or relative path).
+        out_dir: output root; each output keeps its relative path and name, with ``suffix`` added to the stem
+            and the extension replaced by ``ext`` when given (e.g. ``png``).
+        overwrite: redo outputs that exist (else they are skipped).
+        tile, overlap, tta, precision, max_megapixels: see :func:`~nafrestore.inference.api.restore`.
+        batch: same-size images (that need no tiling) per forward pass; files are ordered by size to group them.
+        quality: JPEG/WebP quality of the outputs.
+        progress: show a tqdm bar over files with the throughput (MP/s).
+
+    Returns:
+        A :class:`BatchReport`; its ``failed`` list names each file that failed and why.
+
+    Raises:
+        NafrestoreError: bad arguments, missing inputs, or no images found (nothing is written then).
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    if batch < 1:
+        raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
+    jobs = plan_jobs(inputs, out_dir, glob=glob, suffix=suffix, ext=ext)
+    runner = _Runner(
+        model,
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        precision=precision,
+        max_megapixels=max_megapixels,
+        quality=quality,
+    )
+    report = BatchReport()
+    start = time.perf_counter()
+
+    # Outputs that collide (with an input or with each other) fail up front; existing ones are skipped.
+    todo: list[Job] = []
+    seen: dict[Path, Path] = {}
+    sources = {job.source.resolve() for job in jobs}
+    for job in jobs:
+        target = job.target.resolve()
+        if target in sources:
+            report.failed.append(
+                (job.source, f"its output {job.target} is an input file; choose another -o or a --suffix")
+            )
+        elif target in seen:
+            report.failed.append((job.source, f"its output {job.target} is also the output of {seen[target]}"))
+        elif job.target.exists() and not overwrite:
+            seen[target] = job.source
+            report.skipped.append(job.source)
+        else:
+            seen[target] = job.source
+            todo.append(job)
+    if batch > 1:
+        todo.sort(key=lambda job: (_size_or_zero(job.source), str(job.source)))
+
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True)
+    bar.update(len(jobs) - len(todo))
+
+    def done(job: Job, image: LoadedImage | None, restored: np.ndarray | None, error: BaseException | None) -> None:
+        if error is None and image is not None and restored is not None:
+            try:
+                runner.save(job, image, restored)
+                report.restored.append(job.target)
+                report.megapixels += restored.shape[0] * restored.shape[1] / 1e6
+            except Exception as exc:  # noqa: BLE001 - a failed write is reported, the run goes on
+                error = exc
+        if error is not None:
+            report.failed.append((job.source, _error_reason(error)))
+        elapsed = time.perf_counter() - start
+        bar.set_postfix_str(f"{report.megapixels / max(elapsed, 1e-9):.2f} MP/s", refresh=False)
+        bar.update(1)
+
+    pending: list[tuple[Job, LoadedImage]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        group = list(pending)
+        pending.clear()
+        if len(group) > 1:
+            try:
+                outputs = runner.restore_many([image for _, image in group])
+            except Exception:  # noqa: BLE001 - e.g. out of memory: retry one at a time
+                outputs = None
+            if outputs is not None:
+                for (job, image), restored in zip(group, outputs, strict=True):
+                    done(job, image, restored, None)
+                return
+        for job, image in group:
+            try:
+                restored = runner.restore_one(image)
+            except Exception as exc:  # noqa: BLE001
+                done(job, image, None, exc)
+                continue
+            done(job, image, restored, None)
+
+    try:
+        for job in todo:
+            try:
+                image = load_image(job.source)
+            except Exception as exc:  # noqa: BLE001 - unreadable file: report and go on
+                done(job, None, None, exc)
+                continue
+            if batch == 1 or runner.needs_tiling(image):
+                flush()
+                pending.append((job, image))
+                flush()
+                continue
+            if pending and pending[0][1].rgb.shape != image.rgb.shape:
+                flush()
+            pending.append((job, image))
+            if len(pending) >= batch:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _size_or_zero(path: Path) -> tuple[int, int]:
+    try:
+        return read_image_size(path)
+    except Exception:  # noqa: BLE001 - unreadable: sorted first, fails when loaded
+        return (0, 0)

@@ -1,0 +1,285 @@
+"""Exporting trained networks: safetensors (weights + architecture), ONNX (dynamic size) and TorchScript.
+
+- ``safetensors``: the unfolded weights (the training layout, loadable by ``load_model`` and fine-tunable) with the
+  architecture in the metadata, ``{"nafrestore": json.dumps({"format_version": 1, "model_name", "model_args",
+  "tlc_train_size", "config"})}``.
+- ``onnx``: the folded inference path (see :mod:`~nafrestore.inference.fold`) with elementary-op LayerNorm, exported
+  with ``torch.onnx.export(dynamo=True)`` and dynamic batch, height and width. Input ``input`` (N, C, H, W)
+  float32 in [0, 1], output ``output`` of the same shape (not clamped). Any H and W work: the padding to a
+  multiple of ``2**levels`` and the crop back are written with shape arithmetic, and TLC's local pooling gathers
+  its windows from the integral image with index tensors, so the graph has no size-dependent control flow.
+- ``torchscript``: the same module through ``torch.jit.script``, so H and W stay dynamic too. TorchScript is
+  deprecated in PyTorch 2.x; prefer ONNX (or ``load_model`` in Python) for new deployments. Runs on CPU/CUDA
+  with ``torch.jit.load``; no autocast inside the graph.
+
+Every file is written to a temporary name in the destination folder and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import NafrestoreError
+from ..models.layers import LocalAvgPool2d, use_plain_layernorm
+from .api import ModelSpec, load_spec
+from .fold import fold_for_inference
+
+__all__ = ["EXPORT_FORMATS", "ExportableNet", "export_model", "exportable_module"]
+
+EXPORT_FORMATS = ("onnx", "safetensors", "torchscript")
+
+
+def _window_bounds(pos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For positions 0..n-1 along one axis: the [lo, hi) rows of the integral image that TLC's window covers.
+
+    LocalAvgPool2d takes the window mean at the ``n - k' + 1`` valid positions (``k' = min(k, n)``) and
+    replicate-pads them back to n, i.e. position p uses the window starting at ``clamp(p - (k'-1)//2, 0, n-k')``.
+    Computed with tensor ops so the graph has no shape-dependent branches or slices.
+    """
+    n = torch.ones_like(pos).sum()  # the axis length as a 0-d tensor (no shape arithmetic for the exporter)
+    k_eff = n.clamp(max=k)
+    start = (pos - (k_eff - 1) // 2).clamp(min=0)
+    start = torch.minimum(start, n - k_eff)
+    return start, start + k_eff, k_eff
+
+
+class _ExportLocalPool(nn.Module):
+    """LocalAvgPool2d with TLC (eval), written for export (ONNX and TorchScript): (B, C, H, W) -> same.
+
+    The same window means as :class:`~nafrestore.models.layers.LocalAvgPool2d` for every input size (kernel
+    ``min(k, size)``, replicate padding; the whole map when the kernel covers it), gathered from the integral
+    image with index tensors instead of size-dependent slicing, so one graph serves every H and W.
+    """
+
+    def __init__(self, kernel_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.kh, self.kw = int(kernel_size[0]), int(kernel_size[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.pad(x.cumsum(dim=-1).cumsum(dim=-2), [1, 0, 1, 0])  # (B, C, H+1, W+1), s[i, j] = sum x[:i, :j]
+        rows = torch.arange(x.shape[-2], device=x.device)
+        cols = torch.arange(x.shape[-1], device=x.device)
+        y0, y1, kh = _window_bounds(rows, self.kh)
+        x0, x1, kw = _window_bounds(cols, self.kw)
+        band = s.index_select(2, y1) - s.index_select(2, y0)  # (B, C, H, W+1)
+        out = band.index_select(3, x1) - band.index_select(3, x0)  # (B, C, H, W)
+        return out / (kh * kw).to(x.dtype)
+
+
+class _GlobalPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+class _SCA(nn.Module):
+    """Scriptable SimplifiedChannelAttention: x * conv(pool(x)) (keeps the submodule names ``0`` and ``1``)."""
+
+    def __init__(self, pool: nn.Module, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.pool, self.conv = pool, conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv(self.pool(x))
+
+
+class ExportableNet(nn.Module):
+    """A (folded) NAFNet / LKA-NAFNet whose forward pads and crops with shape arithmetic only (no branches).
+
+    Shapes: (N, C, H, W) -> same, any H and W.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.intro, self.ending = net.intro, net.ending
+        self.encoders, self.downs = net.encoders, net.downs
+        self.middle_blks, self.ups, self.decoders = net.middle_blks, net.ups, net.decoders
+        self.padder_size: int = int(net.padder_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        p = self.padder_size
+        inp = F.pad(x, [0, (p - w % p) % p, 0, (p - h % p) % p])
+        y = self.intro(inp)
+        skips: list[torch.Tensor] = []
+        for encoder, down in zip(self.encoders, self.downs):  # noqa: B905 - TorchScript has no strict=
+            y = encoder(y)
+            skips.append(y)
+            y = down(y)
+        y = self.middle_blks(y)
+        n = len(skips)
+        for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):  # noqa: B905
+            y = decoder(up(y) + skips[n - 1 - i])
+        y = self.ending(y) + inp
+        return y[:, :, :h, :w]
+
+
+def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
+    """The folded, plain-op, branch-free network of ``spec`` on the CPU, in eval mode."""
+    from ..models.layers import SimplifiedChannelAttention
+
+    net = fold_for_inference(spec.build(tlc), channels_last=False)
+    use_plain_layernorm(net)
+
+    def replace(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, SimplifiedChannelAttention):
+                pool = child[0]
+                assert isinstance(pool, LocalAvgPool2d)
+                new_pool = _GlobalPool() if pool.kernel_size is None else _ExportLocalPool(pool.kernel_size)
+                setattr(parent, name, _SCA(new_pool, child[1]))
+            else:
+                replace(child)
+
+    replace(net)
+    # The folded model may carry a channels-last pre-hook; channels_last=False above means none was added.
+    return ExportableNet(net).eval().requires_grad_(False)
+
+
+def _atomic_target(output: Path) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _commit(tmp: Path, output: Path) -> None:
+    os.replace(tmp, output)
+
+
+def export_model(
+    source: str | Path,
+    output: str | Path,
+    *,
+    format: str,
+    weights: str | Path | None = None,
+    tlc: bool | None = None,
+    opset: int = 18,
+    check_size: int = 64,
+) -> Path:
+    """Export a trained network to ``output``.
+
+    Args:
+        source: a nafrestore checkpoint, run directory or safetensors export; or a config/preset with ``weights``.
+        output: the file to write (folders are created).
+        format: ``onnx``, ``safetensors`` or ``torchscript``.
+        weights: the weights file when ``source`` is a config or preset.
+        tlc: TLC on/off in the exported graph (None: the checkpoint's setting). For safetensors it sets the
+            stored default.
+        opset: ONNX opset version.
+        check_size: side of the random image the exported ONNX/TorchScript model is checked against PyTorch with.
+
+    Returns:
+        ``output``.
+
+    Raises:
+        NafrestoreError: unknown format, missing optional packages, unreadable source, or export failure.
+    """
+    if format not in EXPORT_FORMATS:
+        raise NafrestoreError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}.")
+    output = Path(output)
+    spec = load_spec(source, weights)
+    if tlc is True and spec.tlc_train_size is None:
+        spec.tlc_train_size = spec.tlc_size_hint
+    elif tlc is False:
+        spec.tlc_train_size = None
+    tmp = _atomic_target(output)
+    try:
+        if format == "safetensors":
+            _export_safetensors(spec, tmp)
+        elif format == "onnx":
+            _export_onnx(spec, tmp, opset, check_size)
+        else:
+            _export_torchscript(spec, tmp, check_size)
+        _commit(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+        for extra in tmp.parent.glob(f"{tmp.name}*"):  # ONNX external-data side files, if any
+            extra.unlink(missing_ok=True)
+    return output
+
+
+def _export_safetensors(spec: ModelSpec, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in spec.state.items()}
+    spec.build()  # fail here, not at load time, when the weights do not fit the architecture
+    save_file(state, str(path), metadata={"nafrestore": json.dumps(spec.metadata())})
+
+
+def _reference(spec: ModelSpec, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return spec.build()(x)
+
+
+def _export_onnx(spec: ModelSpec, path: Path, opset: int, check_size: int) -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise NafrestoreError(
+            f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing): "
+            f"pip install 'nafrestore[export]'."
+        ) from None
+    module = exportable_module(spec)
+    channels = module.intro.in_channels
+    # Batch 2: an example batch of 1 would specialise the batch dimension (0/1 specialisation).
+    x = torch.rand(2, channels, 2 * module.padder_size + 3, 2 * module.padder_size + 5)
+    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    try:
+        program = torch.onnx.export(
+            module,
+            (x,),
+            dynamo=True,
+            dynamic_shapes={"x": dims},
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=opset,
+            verbose=False,
+        )
+        program.save(str(path))
+    except Exception as exc:
+        raise NafrestoreError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
+    _check_onnx(spec, path, channels, check_size)
+
+
+def _check_onnx(spec: ModelSpec, path: Path, channels: int, size: int) -> None:
+    """Run the file in onnxruntime (when installed) on an odd-sized image and compare with PyTorch."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    x = torch.rand(1, channels, size + 3, size + 1)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    _compare(spec, x, got, "ONNX")
+
+
+def _compare(spec: ModelSpec, x: torch.Tensor, got: torch.Tensor, what: str) -> None:
+    want = _reference(spec, x)
+    err = (got - want).abs().max().item()
+    if not err < 1e-3:
+        raise NafrestoreError(f"The {what} export differs from the PyTorch model by {err:.2e} on a test image.")
+
+
+def _export_torchscript(spec: ModelSpec, path: Path, check_size: int) -> None:
+    module = exportable_module(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x (see module doc)
+        try:
+            scripted = torch.jit.script(module)
+        except Exception as exc:
+            raise NafrestoreError(f"TorchScript export failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
+        scripted.save(str(path))
+        loaded = torch.jit.load(str(path))
+    x = torch.rand(1, module.intro.in_channels, check_size + 3, check_size + 1)
+    with torch.inference_mode():
+        got = loaded(x)
+    _compare(spec, x, got, "TorchScript")

@@ -1,0 +1,122 @@
+"""`nafrestore export`: ONNX with dynamic size (checked in onnxruntime), safetensors round trip, TorchScript."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nafrestore.cli import app
+from nafrestore.errors import NafrestoreError
+from nafrestore.inference import export_model, load_model
+from nafrestore.models import create_model
+from nafrestore.models.loading import read_checkpoint
+
+runner = CliRunner()
+# LKA blocks in the encoder, NAF blocks in the middle and decoder; TLC with a small training size so that both
+# local windows and the whole-map fallback occur at the test sizes.
+ARGS = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+TLC = 16
+
+
+def randomized(tlc: int | None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("lka_nafnet", tlc_train_size=tlc, **ARGS).eval()
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if p.ndim == 1 or key.endswith(("beta", "gamma")):
+                p.add_(torch.randn(p.shape) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tlc_model() -> torch.nn.Module:
+    return randomized(TLC)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tlc_model):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    config = {"model": {"name": "lka_nafnet", "tlc": True, "tlc_train_size": TLC, **ARGS}}
+    torch.save(
+        {"format_version": 1, "model_name": "lka_nafnet", "model_args": ARGS, "tlc_train_size": TLC,
+         "config": config, "model": tlc_model.state_dict()},
+        path,
+    )  # fmt: skip
+    return path
+
+
+SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
+
+
+def test_onnx_matches_torch_at_two_sizes(tmp_path, ckpt, tlc_model):
+    import onnxruntime as ort
+
+    path = export_model(ckpt, tmp_path / "m.onnx", format="onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)
+        with torch.inference_mode():
+            want = tlc_model(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # written atomically, nothing left over
+
+
+def test_safetensors_round_trips_through_load_model(tmp_path, ckpt):
+    path = export_model(ckpt, tmp_path / "m.safetensors", format="safetensors")
+    stored = read_checkpoint(path)
+    assert stored["model_name"] == "lka_nafnet" and stored["model_args"] == ARGS
+    assert stored["tlc_train_size"] == TLC and stored["format_version"] == 1
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["nafrestore"])["config"]["model"]["tlc"] is True
+    x = torch.rand(1, 3, 29, 38)
+    a, b = load_model(ckpt), load_model(path)
+    assert b.tlc_enabled
+    with torch.inference_mode():
+        assert torch.equal(a(x), b(x))
+
+
+def test_torchscript_has_dynamic_size(tmp_path, ckpt, tlc_model):
+    path = export_model(ckpt, tmp_path / "m.pt", format="torchscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x
+        scripted = torch.jit.load(str(path))
+    for h, w in SIZES:
+        x = torch.rand(1, 3, h, w)
+        with torch.inference_mode():
+            assert torch.allclose(scripted(x), tlc_model(x), atol=1e-4)
+
+
+def test_export_options_and_errors(tmp_path, ckpt):
+    with pytest.raises(NafrestoreError, match="format"):
+        export_model(ckpt, tmp_path / "m.bin", format="tflite")
+    path = export_model(ckpt, tmp_path / "off.safetensors", format="safetensors", tlc=False)
+    assert not load_model(path).tlc_enabled
+
+
+def test_export_cli(tmp_path, ckpt, tlc_model):
+    out = tmp_path / "cli.safetensors"
+    result = runner.invoke(app, ["export", str(ckpt), "--format", "safetensors", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.is_file()
+    torch.save({"params": tlc_model.state_dict()}, tmp_path / "bare.pth")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model:\n  name: lka_nafnet\n  width: 4\n  enc_blocks: [1, 1]\n  middle_blocks: 1\n  dec_blocks: [1, 1]\n"
+    )
+    args = ["export", "--model", str(config), "--ckpt", str(tmp_path / "bare.pth"), "-f", "safetensors"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "bare.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(ckpt), "--format", "tflite", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "tflite" in result.output
+    result = runner.invoke(app, ["export", "--model", str(config), "--format", "onnx", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no trained weights" in result.output

@@ -1,0 +1,187 @@
+"""`nafrestore infer`: a folder of mixed images, failures reported, skip/overwrite, official weights, options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from nafrestore.cli import app
+from nafrestore.data.io import load_image
+from nafrestore.inference import fold_for_inference, restore
+from nafrestore.models import create_model
+
+runner = CliRunner()
+ARGS = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model("nafnet", **ARGS).eval()
+    with torch.no_grad():  # nonzero residual scales, a small ending: a mild, non-identity filter
+        for key, p in model.named_parameters():
+            if key.endswith(("beta", "gamma")):
+                p.copy_(torch.randn(p.shape) * 0.2)
+        model.ending.weight.mul_(0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_model()
+
+
+@pytest.fixture
+def ckpt(tmp_path, model) -> Path:
+    path = tmp_path / "tiny.pt"
+    torch.save(
+        {
+            "format_version": 1,
+            "model_name": "nafnet",
+            "model_args": ARGS,
+            "tlc_train_size": None,
+            "config": {},
+            "model": model.state_dict(),
+        },
+        path,
+    )
+    return path
+
+
+def rng_image(shape, dtype=np.uint8, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """Good: 16-bit RGB PNG, RGBA PNG, gray PNG, 8-bit JPEG (in a subfolder). Bad: corrupt PNG, text as .jpg."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    cv2.imwrite(str(root / "deep.png"), rng_image((20, 30, 3), np.uint16, 1))
+    cv2.imwrite(str(root / "rgba.png"), rng_image((24, 18, 4), np.uint8, 2))
+    cv2.imwrite(str(root / "gray.png"), rng_image((17, 23), np.uint8, 3))
+    cv2.imwrite(str(root / "sub" / "photo.jpg"), rng_image((32, 40, 3), np.uint8, 4))
+    good = (root / "rgba.png").read_bytes()
+    (root / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (root / "notes.jpg").write_text("this is not an image\n")
+    return root
+
+
+def infer(*args: str):
+    return runner.invoke(app, ["infer", *args, "--device", "cpu", "--quiet"])
+
+
+def test_infer_folder_keeps_format_depth_channels_alpha_and_reports_failures(tmp_path, folder, ckpt, model):
+    out = tmp_path / "out"
+    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    assert result.exit_code == 1, result.output
+    assert "restored 4, skipped 0 (output exists), failed 2" in result.output
+    assert "corrupt.png" in result.output and "notes.jpg" in result.output
+    assert "Traceback" not in result.output
+
+    deep = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16 and deep.shape == (20, 30, 3)
+    rgba_in = cv2.imread(str(folder / "rgba.png"), cv2.IMREAD_UNCHANGED)
+    rgba = cv2.imread(str(out / "rgba.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba.dtype == np.uint8 and rgba.shape == (24, 18, 4)
+    assert np.array_equal(rgba[..., 3], rgba_in[..., 3])  # alpha passed through exactly
+    gray = cv2.imread(str(out / "gray.png"), cv2.IMREAD_UNCHANGED)
+    assert gray.shape == (17, 23) and gray.dtype == np.uint8
+    jpg = cv2.imread(str(out / "sub" / "photo.jpg"), cv2.IMREAD_UNCHANGED)
+    assert jpg.shape == (32, 40, 3)  # relative path kept
+    assert not (out / "corrupt.png").exists() and not (out / "notes.jpg").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left
+
+    # The files hold what the array API computes (16-bit within one level: float32 vs float64 rounding).
+    folded = fold_for_inference(model)
+    expected = restore(folded, load_image(folder / "deep.png").rgb)
+    got = load_image(out / "deep.png").rgb
+    assert np.abs(got - expected).max() <= 1.5 / 65535
+    assert np.abs(expected - load_image(folder / "deep.png").rgb).max() > 0.01  # and the model did something
+
+
+def test_rerun_skips_existing_outputs_and_overwrite_redoes_them(tmp_path, folder, ckpt):
+    out = tmp_path / "out"
+    infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    (out / "gray.png").write_bytes(b"stale")
+    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    assert result.exit_code == 1 and "restored 0, skipped 4" in result.output
+    assert (out / "gray.png").read_bytes() == b"stale"
+    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt), "--overwrite", "--glob", "*.png")
+    assert "restored 3, skipped 0 (output exists), failed 1" in result.output  # corrupt.png still fails
+    assert cv2.imread(str(out / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (17, 23)
+
+
+def test_official_state_dict_with_model_config(tmp_path, folder, model):
+    torch.save({"params": model.state_dict()}, tmp_path / "NAFNet-tiny.pth")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model:\n  name: nafnet\n  width: 4\n  enc_blocks: [1, 1]\n  middle_blocks: 1\n  dec_blocks: [1, 1]\n"
+    )
+    good = [str(folder / "deep.png"), str(folder / "sub")]
+    args = [*good, "-o", str(tmp_path / "out"), "--model", str(config), "--ckpt", str(tmp_path / "NAFNet-tiny.pth")]
+    result = infer(*args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "deep.png").exists() and (tmp_path / "out" / "photo.jpg").exists()
+
+    bare = infer(*good, "-o", str(tmp_path / "o2"), "--ckpt", str(tmp_path / "NAFNet-tiny.pth"))
+    assert bare.exit_code == 2 and "--model" in bare.output
+    untrained = infer(*good, "-o", str(tmp_path / "o3"), "--model", str(config))
+    assert untrained.exit_code == 2 and "no trained weights" in untrained.output
+
+
+def test_suffix_ext_tiling_tta_and_batch(tmp_path, ckpt):
+    root = tmp_path / "same"
+    root.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(root / f"im{i}.png"), rng_image((40, 36, 3), seed=i))
+    base = ["-o", str(tmp_path / "a"), "--ckpt", str(ckpt)]
+    assert infer(str(root), *base).exit_code == 0
+    result = infer(str(root), "-o", str(tmp_path / "b"), "--ckpt", str(ckpt), "--batch", "2", "--suffix", "_x")
+    assert result.exit_code == 0, result.output
+    for i in range(3):
+        a = cv2.imread(str(tmp_path / "a" / f"im{i}.png")).astype(int)
+        b = cv2.imread(str(tmp_path / "b" / f"im{i}_x.png")).astype(int)
+        assert np.abs(a - b).max() <= 1  # batched == one by one
+    result = infer(str(root), "-o", str(tmp_path / "c"), "--ckpt", str(ckpt), "--ext", "tif", "--tile", "16",
+                   "--overlap", "4", "--tta")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["im0.tif", "im1.tif", "im2.tif"]
+
+
+def test_exif_orientation_is_applied(tmp_path, ckpt):
+    root = tmp_path / "exif"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: displayed 90 degrees clockwise
+    Image.fromarray(rng_image((20, 50, 3))).save(root / "rot.jpg", exif=exif.tobytes())
+    result = infer(str(root), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt))
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "rot.jpg") as out:
+        assert out.size == (20, 50) and out.getexif().get(0x0112, 1) == 1  # upright, no orientation tag
+
+
+def test_user_errors_exit_2(tmp_path, folder, ckpt):
+    assert infer(str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt)).exit_code == 2
+    result = infer(str(folder), "-o", str(tmp_path / "o"), "--ckpt", str(tmp_path / "nope.pt"))
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = infer(str(folder), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--precision", "fp16")
+    assert result.exit_code == 2 and "fp16" in result.output
+    result = infer(str(folder), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--ext", "gif")
+    assert result.exit_code == 2 and "gif" in result.output
+    result = infer(str(folder), "-o", str(folder), "--ckpt", str(ckpt), "--glob", "gray.png")
+    assert result.exit_code == 1 and "is an input file" in result.output  # never overwrite the inputs
+
+
+def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path, folder, ckpt):
+    out = folder / "restored"
+    first = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt), "--glob", "*.png")
+    assert "restored 3" in first.output  # deep, rgba, gray (corrupt.png fails)
+    again = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt), "--glob", "*.png")
+    assert "restored 0, skipped 3" in again.output and not (out / "restored").exists()
