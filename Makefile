@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
+# The main job, offline: train LKA-NAFNet on the sample photographs, evaluate, compare, restore a folder.
+demo: install
+	$(PY) scripts/demo.py
+
+# Speed and memory on the current device -> bench/results-<device>.json and .md
+bench: install
+	$(PY) scripts/bench.py
+
 lint: install
 	$(VENV)/bin/ruff check nafrestore tests scripts
 	$(VENV)/bin/ruff format --check nafrestore tests scripts

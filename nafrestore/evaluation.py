@@ -369,22 +369,13 @@ def model_items(config_path: Path, data: str = "val", seed: int | None = None) -
     numbers are comparable run to run.
     """
     from .config import load_config
-    from .data import build_datasets
-    from .data.datasets import SyntheticDataset
+    from .data import SyntheticDataset, build_datasets, folder_images
 
     cfg = load_config(config_path)
     seed = cfg.run.seed if seed is None else seed
     if data == "val":
         return build_datasets(cfg.data, seed=seed)[1]
-    folder = Path(data)
-    if not folder.is_dir():
-        raise DataError(f"--data {data}: give `val` (the config's validation set) or a folder of clean images.")
-    from .data import list_images
-
-    paths = list_images(folder)
-    if not paths:
-        raise DataError(f"--data {folder} holds no images (.png, .jpg, .tif, ...).")
-    names = [p.relative_to(folder).with_suffix("").as_posix() for p in paths]
+    paths, names = folder_images(data, "--data")  # `val` or a folder of clean images
     return SyntheticDataset(paths, cfg.data.degradations, names=names, seed=seed)
 
 

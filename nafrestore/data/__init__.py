@@ -43,6 +43,7 @@ __all__ = [
     "build_datasets",
     "build_degradation",
     "build_train_loader",
+    "folder_images",
     "build_val_loader",
     "gopro_pairs",
     "limit_dataset",
@@ -58,8 +59,12 @@ __all__ = [
 ]
 
 
-def _folder_images(folder: str, key: str) -> tuple[list[Path], list[str]]:
-    """Images under a folder and their names (relative path without extension)."""
+def folder_images(folder: str | Path, key: str) -> tuple[list[Path], list[str]]:
+    """Images under a folder and their names (relative path without extension).
+
+    Raises:
+        DataError: naming ``key`` (the option or config key that gave the folder) when it is missing or empty.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{key} folder {root} does not exist. Set {key} to a folder of clean images.")
@@ -112,9 +117,9 @@ def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
                 "data.format is 'synthetic' but data.val_dir is not set. Set it to a folder of clean validation "
                 "images (kept apart from data.train_dir)."
             )
-        paths, names = _folder_images(cfg.train_dir, "data.train_dir")
+        paths, names = folder_images(cfg.train_dir, "data.train_dir")
         train = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache, **train_args)
-        paths, names = _folder_images(cfg.val_dir, "data.val_dir")
+        paths, names = folder_images(cfg.val_dir, "data.val_dir")
         val = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache)
     elif fmt == "sidd":
         train = PairedImageDataset(sidd_train_pairs(cfg.root), cache=cfg.cache, **train_args)

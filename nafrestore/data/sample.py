@@ -2,11 +2,11 @@
 
 scikit-image installs a handful of test photographs in its ``skimage/data`` folder (the files behind
 ``skimage.data.astronaut()``, ``camera()``, ``coffee()``, ...). They are read here directly from that folder with
-:func:`~nafrestore.data.io.load_image`, never through ``skimage.data``'s loaders, which would try to download
-anything missing: this dataset needs no network. Only photographs are used; synthetic or binary pictures
-(checkerboards, the horse silhouette, the logo, the phantom, the colour wheel), the tiny microaneurysms crop, the
-already motion-blurred clock, the near-duplicate right stereo view, and the mostly black (so clipped under
-noise) Hubble deep field and retina are left out.
+Pillow (``page.png`` carries a malformed ICC profile on which libpng, under OpenCV, prints a warning), never through
+``skimage.data``'s loaders, which would try to download anything missing: this dataset needs no network. Only
+photographs are used; synthetic or binary pictures (checkerboards, the horse silhouette, the logo, the phantom, the
+colour wheel), the tiny microaneurysms crop, the already motion-blurred clock, the near-duplicate right stereo view,
+and the mostly black (so clipped under noise) Hubble deep field and retina are left out.
 
 The split is fixed by name (not random), so scores are comparable between runs and machines:
 
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .io import load_image
 
 __all__ = ["SAMPLE_FILES", "SAMPLE_SPLIT", "TRAIN_WEIGHT_COLOUR", "sample_data_dir", "sample_images", "sample_weights"]
 
@@ -73,6 +72,14 @@ def sample_data_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit photograph as (H, W, 3) float32 in [0, 1], grayscale replicated to RGB."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
 def sample_images(split: str) -> list[tuple[str, np.ndarray]]:
     """The photographs of a split, in :data:`SAMPLE_SPLIT` order.
 
@@ -92,7 +99,7 @@ def sample_images(split: str) -> list[tuple[str, np.ndarray]]:
     for name in SAMPLE_SPLIT[split]:
         path = folder / SAMPLE_FILES[name]
         if path.is_file():  # present in this scikit-image version; never fetched
-            images.append((name, load_image(path).rgb))
+            images.append((name, _read_rgb(path)))
     if not images:
         raise DataError(
             f"None of the sample photographs of the {split!r} split ({', '.join(SAMPLE_SPLIT[split])}) is in "

@@ -1,0 +1,283 @@
+"""`make bench`: speed and memory of nafrestore on the current device, for people (no test asserts on it).
+
+Measures, and writes to ``bench/results-<device>.json`` and ``bench/results-<device>.md``:
+
+1. inference: megapixels per second and peak memory for each preset at 256x256, 1024x1024 and 4000x3000 (tiled,
+   512 px tiles with 32 px overlap), each in a fresh subprocess so that peak memory is its own (CPU: the process's
+   peak RSS, torch, model and image included; CUDA: ``max_memory_allocated``);
+2. the folded inference path against the plain model, timed alternately in one process (``bench_fold.py``);
+3. training iterations per second at the demo's batch and patch size, and the share of time spent waiting for data;
+4. metric throughput: images per second for each metric at 512x512 (LPIPS and rFID with random weights: speed does
+   not depend on them).
+
+Weights are random (with nonzero residual scales): speed does not depend on them. On a CPU the large NAFNet presets
+skip 4000x3000 by default (minutes each); ``--all`` measures everything.
+
+    python scripts/bench.py [--device cuda] [--precision bf16] [--quick] [--all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_fold  # noqa: E402  (a sibling script: its model builder and timing)
+
+from nafrestore.utils.device import resolve_device  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = [
+    "lka-nafnet-w12",
+    "nafnet-sidd-width32",
+    "nafnet-gopro-width32",
+    "nafnet-sidd-width64",
+    "nafnet-gopro-width64",
+]
+SIZES = [(256, 256), (1024, 1024), (3000, 4000)]  # (H, W); the last is tiled
+TILE, OVERLAP = 512, 32
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda-" + torch.cuda.get_device_name(device).replace(" ", "_")
+    return device.type
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1. Inference, one configuration per subprocess
+
+
+def infer_child(preset: str, height: int, width: int, device_spec: str, precision: str, repeats: int) -> dict:
+    """Runs in a fresh process: time the folded model on one image, and its peak memory."""
+    from nafrestore.inference.fold import fold_for_inference
+    from nafrestore.inference.tiling import forward, restore_tiled
+
+    device = resolve_device(device_spec)
+    model = fold_for_inference(bench_fold.build(preset).to(device))
+    x = torch.rand(3, height, width)
+    tiled = height * width > 1024 * 1024
+
+    def run() -> None:
+        if tiled:
+            restore_tiled(model, x, tile=TILE, overlap=OVERLAP, precision=precision)
+        else:
+            forward(model, x[None].to(device), precision=precision).cpu()
+
+    with torch.inference_mode():
+        run()  # warm-up (and allocator growth)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = []
+        for _ in range(repeats):
+            bench_fold.sync(device)
+            t0 = time.perf_counter()
+            run()
+            bench_fold.sync(device)
+            times.append(time.perf_counter() - t0)
+    best = min(times)
+    peak = (
+        torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    )
+    return {"preset": preset, "height": height, "width": width, "tiled": tiled, "seconds": best,
+            "mp_per_s": height * width / 1e6 / best, "peak_mib": round(peak, 1)}  # fmt: skip
+
+
+def bench_inference(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows = []
+    sizes = SIZES[:2] if args.quick else SIZES
+    for preset in PRESETS[:2] if args.quick else PRESETS:
+        for height, width in sizes:
+            big = height * width > 4e6
+            if big and device.type == "cpu" and preset != "lka-nafnet-w12" and not args.all:
+                rows.append({"preset": preset, "height": height, "width": width, "skipped": "CPU: minutes; --all"})
+                continue
+            repeats = 1 if big or (device.type == "cpu" and height >= 1024) else 3
+            cmd = [sys.executable, __file__, "--child", preset, str(height), str(width), "--device", args.device,
+                   "--precision", args.precision, "--repeats", str(repeats)]  # fmt: skip
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                rows.append({"preset": preset, "height": height, "width": width, "error": result.stderr[-300:]})
+                print(f"  {preset} {width}x{height}: failed", flush=True)
+                continue
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  {preset:22s} {width}x{height}{' tiled' if row['tiled'] else ''}: {row['mp_per_s']:.3f} MP/s, "
+                  f"peak {row['peak_mib']:.0f} MiB", flush=True)  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 2. Folded path against the plain model
+
+
+def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    from nafrestore.inference.fold import fold_for_inference
+
+    rows = []
+    for preset in ["lka-nafnet-w12", "nafnet-sidd-width32"]:
+        plain = bench_fold.build(preset).to(device)
+        folded = fold_for_inference(plain)
+        x = torch.rand(1, 3, 256, 256, device=device)
+        with torch.inference_mode():
+            plain(x), folded(x)  # warm-up
+        times: dict[str, list[float]] = {"plain": [], "folded": []}
+        for _ in range(3 if args.quick else 10):
+            for name, model in (("plain", plain), ("folded", folded)):  # alternate in one process
+                times[name].append(bench_fold.time_once(model, x, device, args.precision))
+        ratios = sorted(a / b for a, b in zip(times["plain"], times["folded"], strict=True))
+        rows.append({"preset": preset, "size": 256, "speedup": ratios[len(ratios) // 2],
+                     "channels_last": folded.channels_last})  # fmt: skip
+        print(f"  {preset:22s} 256x256: folded path x{rows[-1]['speedup']:.2f} the plain model", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 3. Training speed at the demo's batch and patch size
+
+
+def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
+    from nafrestore.config import load_config
+    from nafrestore.data import build_datasets, build_train_loader
+    from nafrestore.engine import build_loss, build_optimizer, train_step
+    from nafrestore.models import model_from_config
+    from nafrestore.utils.device import resolve_amp
+
+    cfg = load_config(ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml")
+    train_set, _ = build_datasets(cfg.data, seed=0)
+    loader = build_train_loader(train_set, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, seed=0)
+    model = model_from_config(cfg.model.name, cfg.model.args).to(device).train()
+    optimizer = build_optimizer(model, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
+    loss_fn = build_loss([(t.name, t.weight) for t in cfg.train.loss])
+    amp = resolve_amp("bf16" if args.precision == "bf16" else "none", device)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    steps, warmup = (10, 3) if args.quick else (60, 5)
+    wait = compute = 0.0
+    batches = iter(loader)
+    for i in range(steps + warmup):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        train_step(model, batch, loss_fn, optimizer, scaler, amp=amp, grad_clip=None, device=device)
+        bench_fold.sync(device)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            wait, compute = wait + t1 - t0, compute + t2 - t1
+    row = {"batch": cfg.train.batch_size, "patch": cfg.data.patch_size, "workers": cfg.data.num_workers,
+           "it_per_s": steps / (wait + compute), "data_wait_share": wait / (wait + compute), "amp": amp}  # fmt: skip
+    print(f"  {row['it_per_s']:.2f} it/s at batch {row['batch']} x {row['patch']} px, "
+          f"{100 * row['data_wait_share']:.1f} % waiting for data", flush=True)  # fmt: skip
+    return row
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 4. Metric throughput
+
+
+def bench_metrics(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    import torchvision
+
+    from nafrestore.metrics import MetricSuite
+    from nafrestore.metrics.fid import build_fid_inception
+
+    rows = []
+    with tempfile.TemporaryDirectory() as weights:
+        # Random weights under the official names: the networks' speed does not depend on their values.
+        torch.save(torchvision.models.alexnet().state_dict(), Path(weights) / "alexnet-owt-7be5be79.pth")
+        torch.save(build_fid_inception().state_dict(), Path(weights) / "pt_inception-2015-12-05-6726825d.pth")
+        n = 4 if args.quick else 16
+        gt = torch.rand(n, 3, 512, 512)
+        pred = (gt + 0.05 * torch.randn_like(gt)).clamp(0, 1)
+        for name in ["psnr", "ssim", "ms-ssim", "lpips", "rfid"]:
+            suite = MetricSuite(name, weights_dir=weights, allow_unverified_weights=True, device=device)
+            suite.update(pred[:2], gt[:2])  # warm-up
+            suite.reset()
+            t0 = time.perf_counter()
+            for i in range(0, n, 4):
+                suite.update(pred[i : i + 4], gt[i : i + 4])
+            if name == "rfid":
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # fewer samples than 2048: fine for timing
+                    suite.compute()
+            bench_fold.sync(device)
+            seconds = time.perf_counter() - t0
+            rows.append({"metric": name, "size": 512, "images_per_s": n / seconds})
+            print(f"  {name:8s} {n / seconds:8.2f} images/s at 512x512", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+
+def markdown(info: dict) -> str:
+    lines = [f"# nafrestore benchmark: {info['device']}", "",
+             f"torch {info['torch']}, {info['threads']} threads, precision {info['precision']}, {info['date']}.", "",
+             "## Inference (folded path)", "",
+             "Peak memory: the whole process's peak RSS on a CPU (torch and the model included), "
+             "`max_memory_allocated` on CUDA.", "",
+             "| preset | size | MP/s | peak memory (MiB) |", "| --- | --- | ---: | ---: |"]  # fmt: skip
+    for r in info["inference"]:
+        size = f"{r['width']}x{r['height']}" + (" (tiled)" if r.get("tiled") else "")
+        if "mp_per_s" in r:
+            lines.append(f"| {r['preset']} | {size} | {r['mp_per_s']:.3f} | {r['peak_mib']:.0f} |")
+        else:
+            lines.append(f"| {r['preset']} | {size} | {r.get('skipped') or 'failed'} | |")
+    lines += ["", "## Folded path vs plain model (256x256, alternating)", "", "| preset | speed-up |", "| --- | ---: |"]
+    lines += [f"| {r['preset']} | x{r['speedup']:.2f} |" for r in info["folding"]]
+    t = info["training"]
+    lines += ["", "## Training (demo recipe)", "",
+              f"{t['it_per_s']:.2f} it/s at batch {t['batch']} x {t['patch']} px ({t['workers']} loader workers), "
+              f"{100 * t['data_wait_share']:.1f} % of the time waiting for data.", "",
+              "## Metrics at 512x512", "", "| metric | images/s |", "| --- | ---: |"]  # fmt: skip
+    lines += [f"| {r['metric']} | {r['images_per_s']:.2f} |" for r in info["metrics"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--quick", action="store_true", help="fewer presets, sizes and repeats")
+    parser.add_argument("--all", action="store_true", help="also the large presets at 4000x3000 on a CPU")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench")
+    parser.add_argument("--child", nargs=3, metavar=("PRESET", "H", "W"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        preset, h, w = args.child
+        print(json.dumps(infer_child(preset, int(h), int(w), args.device, args.precision, args.repeats)))
+        return
+    device = resolve_device(args.device)
+    info = {"device": device_name(device), "precision": args.precision, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    print("[1/4] inference", flush=True)
+    info["inference"] = bench_inference(args, device)
+    print("[2/4] folded path vs plain model", flush=True)
+    info["folding"] = bench_folding(args, device)
+    print("[3/4] training", flush=True)
+    info["training"] = bench_training(args, device)
+    print("[4/4] metrics", flush=True)
+    info["metrics"] = bench_metrics(args, device)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"results-{device_name(device)}"
+    stem.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    stem.with_suffix(".md").write_text(markdown(info))
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
