@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .utils.files import atomic_write
 
 Restore = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) [0, 1] -> same
 
@@ -251,7 +250,8 @@ class _Extremes:
                 )
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
 
 
@@ -259,23 +259,11 @@ class _Extremes:
 # Output
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(result: EvalResult, path: str | Path) -> None:
     """The documented JSON (infinite PSNR written as the string "inf", since JSON has no infinity)."""
     data = json_safe(result.to_json())
-    _atomic_write(Path(path), lambda f: json.dump(data, f, indent=2), mode="w")
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
 
 
 def json_safe(value: Any) -> Any:
@@ -293,12 +281,10 @@ def write_csv(result: EvalResult, path: str | Path) -> None:
     """One row per image: name, each metric, and each metric of the degraded input (``input_<metric>``)."""
     columns = ["name", *[k for k in result.images[0] if k != "name"]]
 
-    def write(f: Any) -> None:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(result.images)
-
-    _atomic_write(Path(path), write, mode="w")
 
 
 def format_table(result: EvalResult) -> str:

@@ -109,12 +109,12 @@ def test_atomic_save_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert abs(float(load_image(tmp_path / "x.png").rgb.mean()) - 191 / 255) < 1e-6
 
     # A failure between writing and renaming leaves the old file intact and no temporary behind.
-    import nafrestore.data.io as io_module
+    import nafrestore.utils.files as files_module  # where save_image's rename happens
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io_module.os, "replace", broken_replace)
+    monkeypatch.setattr(files_module.os, "replace", broken_replace)
     with pytest.raises(DataError, match="x.png"):
         save_image(tmp_path / "x.png", np.zeros((8, 8, 3)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]

@@ -9,8 +9,6 @@ name, so an interrupted run never leaves a truncated image behind under the name
 from __future__ import annotations
 
 import fnmatch
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..utils.files import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -226,6 +225,11 @@ def _to_hwc(rgb: np.ndarray | torch.Tensor) -> np.ndarray:
     return array
 
 
+def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` of an (..., 3) float array in [0, 1], as (...) in its dtype."""
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+
+
 def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float in [0, 1] -> uint8/uint16, clamped and rounded to nearest; NaN becomes 0.
 
@@ -310,7 +314,7 @@ def save_image(
     array = _to_hwc(rgb)
     height, width = array.shape[:2]
     if grayscale:
-        luma = array[:, :, 0] * 0.299 + array[:, :, 1] * 0.587 + array[:, :, 2] * 0.114
+        luma = rgb_to_luma(array)
         samples = _quantize(luma, bit_depth)
         if alpha is not None and suffix not in _NO_ALPHA:
             samples = np.repeat(samples[:, :, None], 3, axis=2)
@@ -331,26 +335,12 @@ def save_image(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes bytes to a temporary file next to ``path`` then renames it over ``path`` (atomic on POSIX/NTFS)."""
+    """Writes bytes atomically (:func:`~nafrestore.utils.files.atomic_write`); OS errors name the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder, so os.replace is a rename on one file system; the hidden name and .tmp suffix keep a
-        # leftover from a killed process out of list_images.
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+        with atomic_write(path) as f:
+            f.write(data)
     except OSError as exc:
-        raise DataError(f"Cannot write {path}: {exc}. Check that the folder is writable.") from exc
-    tmp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise DataError(f"Cannot write {path}: {exc}. Check free space and permissions.") from exc
-        raise
+        raise DataError(f"Cannot write {path}: {exc}. Check that the folder is writable and has free space.") from exc
 
 
 def _is_image(path: Path) -> bool:

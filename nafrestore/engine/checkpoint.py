@@ -28,10 +28,7 @@ state (it is for inference and fine-tuning, not for resuming).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,10 +38,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..models.loading import load_weights, read_checkpoint
+from ..models.loading import load_weights, read_checkpoint, strip_prefixes
+from ..utils.files import atomic_write
 
 FORMAT_VERSION = 1
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,23 +60,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict with ``module.`` / ``_orig_mod.`` key prefixes stripped."""
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        out[key] = value
-    return out
-
-
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The unwrapped module's state dict, on the CPU (so a checkpoint loads on any machine)."""
-    state = clean_state_dict(unwrap_model(model).state_dict())
+    state = strip_prefixes(unwrap_model(model).state_dict())
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
@@ -167,8 +150,8 @@ def make_checkpoint(
         "tlc_train_size": None if tlc_train_size is None else int(tlc_train_size),
         "config": to_plain(dict(config)),
         "weights": weights,
-        "model": dict(clean_state_dict(model)),
-        "ema": None if ema is None else dict(clean_state_dict(ema)),
+        "model": dict(strip_prefixes(model)),
+        "ema": None if ema is None else dict(strip_prefixes(ema)),
         "optimizer": None if optimizer is None else dict(optimizer),
         "scheduler": None if scheduler is None else to_plain(dict(scheduler)),
         "scaler": None if scaler is None else dict(scaler),
@@ -181,41 +164,11 @@ def make_checkpoint(
 
 
 def save_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``ckpt`` to ``path`` atomically.
-
-    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then renamed over ``path``
-    with ``os.replace`` (atomic on POSIX and Windows) and the directory is fsync'ed: a kill at any moment leaves
-    either the previous file or the new one, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(ckpt), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), where it is skipped.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write ``ckpt`` to ``path`` atomically (:func:`~nafrestore.utils.files.atomic_write`): a kill at any moment
+    leaves either the previous file or the new one, never a truncated one."""
+    with atomic_write(path) as f:
+        torch.save(dict(ckpt), f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -267,7 +220,7 @@ def run_dir_of(ckpt_path: Path) -> Path | None:
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load a state dict into the unwrapped ``model`` strictly, with a readable error on mismatch."""
-    load_weights(unwrap_model(model), clean_state_dict(state), source)
+    load_weights(unwrap_model(model), strip_prefixes(state), source)
 
 
 def weights_are_finite(model: nn.Module) -> bool:
@@ -280,7 +233,6 @@ def weights_are_finite(model: nn.Module) -> bool:
 
 __all__ = [
     "FORMAT_VERSION",
-    "clean_state_dict",
     "load_checkpoint",
     "load_model_state",
     "make_checkpoint",

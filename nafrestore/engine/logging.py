@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ..utils.files import atomic_write
 
 LOGGER_NAME = "nafrestore"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -130,9 +131,8 @@ class RunLogger:
         # temporary file so that a kill here cannot lose the file.
         if not self.metrics_path.exists():
             return
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        with atomic_write(self.metrics_path, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in self.history))
 
     def _open_tensorboard(self, start_step: int) -> Any:
         assert self.run_dir is not None
@@ -210,9 +210,8 @@ class RunLogger:
         for ax in (ax_loss, ax_lr, ax_val):
             ax.grid(alpha=0.3)
         path = self.run_dir / "curves.png"
-        tmp = path.with_name(".curves.tmp.png")
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100)
         return path
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.io import rgb_to_luma
 from ..errors import CheckpointError, ConfigError, NafrestoreError
 from .fold import fold_for_inference, in_channels
 from .tiling import (
@@ -260,11 +261,6 @@ def load_model(
 # Arrays
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma of an (..., 3) array (the weights save_image uses for grayscale output)."""
-    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
-
-
 def _to_float(array: np.ndarray) -> np.ndarray:
     """uint8/uint16 -> float32 in [0, 1] (one new array); float32 is returned as it is."""
     if array.dtype in (np.uint8, np.uint16):
@@ -386,7 +382,7 @@ def restore_rgb(model: nn.Module, colour: np.ndarray, **kwargs: Any) -> np.ndarr
         return run_model(model, colour, **kwargs)
     if have == 1 and want == 3:
         out = run_model(model, np.repeat(colour, 3, axis=2), **kwargs)
-        return _luma(out)[:, :, None]
+        return rgb_to_luma(out)[:, :, None]
     if have == 3 and want == 1:
-        return np.repeat(run_model(model, _luma(colour)[:, :, None], **kwargs), 3, axis=2)
+        return np.repeat(run_model(model, rgb_to_luma(colour)[:, :, None], **kwargs), 3, axis=2)
     raise ValueError(f"the model takes {want}-channel images; got {have} channels")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, save_image
+from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
 from ..errors import NafrestoreError
-from .api import _luma, restore_rgb
+from .api import restore_rgb
 from .fold import in_channels
 from .tiling import DEFAULT_OVERLAP, auto_tile, forward, resolve_precision
 
@@ -139,7 +139,7 @@ class _Runner:
 
     def model_input(self, image: LoadedImage) -> np.ndarray:
         """Float32 (H, W, C_model): gray files run as three equal channels through RGB models."""
-        return _luma(image.rgb)[:, :, None] if self.gray_model else image.rgb
+        return rgb_to_luma(image.rgb)[:, :, None] if self.gray_model else image.rgb
 
     def restore_one(self, image: LoadedImage) -> np.ndarray:
         colour = self.model_input(image)

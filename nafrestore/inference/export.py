@@ -18,8 +18,6 @@ Every file is written to a temporary name in the destination folder and renamed 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..models.layers import LocalAvgPool2d, use_plain_layernorm
+from ..utils.files import atomic_path
 from .api import ModelSpec, load_spec
 from .fold import fold_for_inference
 
@@ -143,17 +142,6 @@ def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
     return ExportableNet(net).eval().requires_grad_(False)
 
 
-def _atomic_target(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
-def _commit(tmp: Path, output: Path) -> None:
-    os.replace(tmp, output)
-
-
 def export_model(
     source: str | Path,
     output: str | Path,
@@ -190,19 +178,17 @@ def export_model(
         spec.tlc_train_size = spec.tlc_size_hint
     elif tlc is False:
         spec.tlc_train_size = None
-    tmp = _atomic_target(output)
-    try:
-        if format == "safetensors":
-            _export_safetensors(spec, tmp)
-        elif format == "onnx":
-            _export_onnx(spec, tmp, opset, check_size)
-        else:
-            _export_torchscript(spec, tmp, check_size)
-        _commit(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for extra in tmp.parent.glob(f"{tmp.name}*"):  # ONNX external-data side files, if any
-            extra.unlink(missing_ok=True)
+    with atomic_path(output) as tmp:
+        try:
+            if format == "safetensors":
+                _export_safetensors(spec, tmp)
+            elif format == "onnx":
+                _export_onnx(spec, tmp, opset, check_size)
+            else:
+                _export_torchscript(spec, tmp, check_size)
+        finally:
+            for extra in tmp.parent.glob(f"{tmp.name}?*"):  # ONNX external-data side files, if any
+                extra.unlink(missing_ok=True)
     return output
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NafrestoreError
-from ..utils.device import AMP_DTYPES
+from ..utils.device import autocast
 
 __all__ = [
     "DEFAULT_TILE",
@@ -78,9 +78,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Autocast to bf16/fp16 on ``device`` (fp32: a no-op)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[precision])
+    return autocast(device, "none" if precision == "fp32" else precision)
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:

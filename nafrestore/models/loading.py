@@ -82,17 +82,21 @@ def state_dict_from(obj: Mapping[str, Any], prefer_ema: bool = True) -> dict[str
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
-    state = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        state[key] = value
+    state = strip_prefixes({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
     if not state:
         raise CheckpointError("The file holds no tensors: it is not a model checkpoint or state dict.")
     return state
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with wrapper prefixes removed: ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile),
+    in any order and nesting."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key[len(next(p for p in _PREFIXES if key.startswith(p))) :]
+        out[key] = value
+    return out
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> nn.Module:
