@@ -84,27 +84,19 @@ def config_show(
     "  |  nafrestore info runs/x/checkpoints/best.pt"
 )
 def info(
-    source: Path = typer.Argument(..., help="YAML config or nafrestore checkpoint."),
+    source: str = typer.Argument(..., help="YAML config or preset, checkpoint, run directory or .safetensors export."),
     size: int = typer.Option(256, "--size", min=8, help="Square input side for the MAC count."),
 ) -> None:
     """Print a model's parameter count, MACs at SIZExSIZE and its level/block layout."""
-    from .config import load_config
-    from .models import model_from_config
-    from .models.loading import model_from_checkpoint, read_checkpoint
+    from .models.loading import load_spec
     from .summary import count_macs, count_parameters, layout
 
     with user_errors():
-        if source.suffix in (".yaml", ".yml"):
-            cfg = load_config(source)
-            name, args = cfg.model.name, cfg.model.args
-            model = model_from_config(cfg.model.name, cfg.model.args, cfg.model.tlc, cfg.model.tlc_train_size)
-        else:
-            ckpt = read_checkpoint(source)
-            model = model_from_checkpoint(ckpt, str(source))
-            name, args = ckpt["model_name"], ckpt.get("model_args", {})
+        spec = load_spec(source, require_weights=False)  # the loader `infer` uses; a config needs no weights here
+        model = spec.build()
         in_channels = model.intro.in_channels
         macs = count_macs(model, size, in_channels)
-    typer.echo(f"model:      {name} {args}")
+    typer.echo(f"model:      {spec.model_name} {spec.model_args}")
     typer.echo(f"parameters: {count_parameters(model):,}")
     typer.echo(f"MACs:       {macs / 1e9:.3f} G at {in_channels}x{size}x{size}")
     typer.echo(f"TLC:        {'on' if model.tlc_enabled else 'off'}")
@@ -151,31 +143,18 @@ def eval_command(
 ) -> None:
     """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
     from . import evaluation as ev
-    from .utils.device import resolve_device
 
     with user_errors():
-        dev = resolve_device(device)
-        options = {
-            "y_channel": y_channel, "crop_border": crop_border, "quantize": not raw, "lpips_net": lpips_net,
-            "fid_patch": fid_patch, "weights_dir": weights_dir, "allow_fewer_scales": fewer_scales, "device": dev,
-        }  # fmt: skip
-        if (pred is None) != (gt is None) or (pred is None) == (source is None):
-            raise NafrestoreError("Give either a run directory / config to evaluate a model, or --pred DIR --gt DIR.")
-        if pred is not None:
-            items, restore, total = ev.folder_items(pred, gt, lq), None, None
-        else:
-            from .inference import load_model
-
-            config_path, ckpt_path = ev.resolve_model_source(source, ckpt)
-            dataset = ev.model_items(config_path, data)
-            restore = ev.model_restore(load_model(ckpt_path, device=dev), tile=tile, overlap=overlap)
-            items, total = ev.dataset_items(dataset), len(dataset)
-        result = ev.score(items, metrics, restore=restore, batch_size=batch, save_dir=save_images,
-                          report_dir=report, progress=not quiet, total=total, **options)  # fmt: skip
+        result = ev.evaluate(
+            source, pred=pred, gt=gt, lq=lq, ckpt=ckpt, data=data, metrics=metrics, device=device, batch_size=batch,
+            tile=tile, overlap=overlap, save_dir=save_images, report_dir=report, progress=not quiet,
+            y_channel=y_channel, crop_border=crop_border, quantize=not raw, lpips_net=lpips_net, fid_patch=fid_patch,
+            weights_dir=weights_dir, allow_fewer_scales=fewer_scales,
+        )  # fmt: skip
+        typer.echo(ev.format_table(result))
         for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv)):
             if path is not None:
                 write(result, path)
-    typer.echo(ev.format_table(result))
 
 
 @app.command(epilog="Example:  nafrestore weights --weights-dir ~/weights")
@@ -221,8 +200,9 @@ def infer(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Restore image files, keeping names, formats, bit depth, channels and alpha; exit 1 if any file failed."""
-    from .inference.api import load_model, resolve_source
+    from .inference.api import load_model
     from .inference.batch import restore_files
+    from .models.loading import resolve_source
 
     with user_errors():
         source, weights = resolve_source(ckpt, model)
@@ -250,8 +230,8 @@ def export(
     tlc: bool | None = typer.Option(None, "--tlc/--no-tlc", help="TLC in the exported model (default: ckpt's)."),
 ) -> None:
     """Export a trained model: ONNX (dynamic H, W), safetensors (weights + config) or TorchScript."""
-    from .inference.api import resolve_source
     from .inference.export import export_model
+    from .models.loading import resolve_source
 
     with user_errors():
         if checkpoint is not None and ckpt is not None:

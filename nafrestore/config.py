@@ -16,6 +16,7 @@ import difflib
 import inspect
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,8 +117,13 @@ class DataConfig:
 class LossTerm:
     """One term of the training loss."""
 
-    name: Literal["psnr", "l1", "charbonnier", "mse"] = _field("psnr", "Loss name.")
+    name: str = _field("psnr", "Loss name: `psnr`, `l1`, `charbonnier` or `mse` (the registry in engine/losses.py).")
     weight: float = _field(1.0, "Weight of this term in the sum.")
+
+    def __post_init__(self) -> None:
+        from .engine.losses import LOSSES  # late import: the losses pull in torch
+
+        _check_registered("train.loss name", self.name, LOSSES)
 
 
 @dataclass
@@ -133,7 +139,9 @@ class TrainConfig:
     min_lr: float = _field(1e-7, "Floor that the cosine schedule decays to.")
     grad_clip: float | None = _field(None, "Clip the global gradient norm to this value (null: off).")
     loss: list[LossTerm] = _field(lambda: [LossTerm()], "Weighted sum of loss terms.")
-    amp: Literal["none", "bf16", "fp16"] = _field("none", "Mixed precision (fp16 uses a gradient scaler).")
+    precision: Literal["fp32", "bf16", "fp16"] = _field(
+        "fp32", "Training precision: fp32, or autocast to bf16 or fp16 (fp16 adds a gradient scaler; GPU only)."
+    )
     ema: float | None = _field(None, "EMA decay of the weights (e.g. 0.999); validation then uses the EMA.")
     compile: bool = _field(False, "Wrap the model in torch.compile.")
     ckpt_every: int = _field(1000, "Write checkpoints/last.pt every this many iterations.")
@@ -175,8 +183,12 @@ class ValConfig:
     """Validation during training."""
 
     every: int = _field(1000, "Validate every this many iterations (and at the end).")
-    best_metric: Literal["psnr", "ssim"] = _field("psnr", "Metric that decides checkpoints/best.pt (higher is better).")
-    metrics: list[str] = _field(["psnr", "ssim"], "Metrics computed at validation.")
+    best_metric: str = _field(
+        "psnr", "Per-image metric that decides checkpoints/best.pt (its direction comes from the metric registry)."
+    )
+    metrics: list[str] = _field(
+        ["psnr", "ssim"], "Metrics computed at validation: psnr, ssim, ms-ssim, lpips, rfid, kid."
+    )
     tile: int | None = _field(None, "Validate large images in tiles of this size (null: whole images).")
     overlap: int = _field(32, "Tile overlap in pixels.")
     y_channel: bool = _field(False, "Score PSNR/SSIM on the BT.601 Y channel.")
@@ -190,8 +202,18 @@ class ValConfig:
             _check_range("val.tile", self.tile, low=16)
             if 2 * self.overlap >= self.tile:
                 raise ConfigError(f"val.overlap ({self.overlap}) must be below half of val.tile ({self.tile}).")
-        if self.best_metric not in self.metrics:
-            raise ConfigError(f"val.best_metric {self.best_metric!r} must be one of val.metrics {self.metrics}.")
+        from .metrics.suite import METRIC_INFO, parse_metric_names  # late import: the metrics pull in torch
+
+        try:
+            self.metrics = parse_metric_names(self.metrics)
+        except ConfigError as exc:
+            raise ConfigError(f"val.metrics: {exc}") from None
+        per_image = [m for m in self.metrics if METRIC_INFO[m].kind == "image"]
+        if self.best_metric not in per_image:
+            raise ConfigError(
+                f"val.best_metric {self.best_metric!r} must be one of val.metrics scored per image "
+                f"({', '.join(per_image) or 'none'})."
+            )
 
 
 @dataclass
@@ -224,6 +246,14 @@ class Config:
     def run_dir(self) -> Path:
         """The run directory: ``run.dir`` or ``runs/<run.name>``."""
         return Path(self.run.dir) if self.run.dir else Path("runs") / (self.run.name or "run")
+
+
+def _check_registered(key: str, name: str, registry: Any) -> None:
+    """A registry name, or a ConfigError naming ``key`` with the registry's did-you-mean and valid names."""
+    try:
+        registry.get(name)
+    except KeyError as exc:
+        raise ConfigError(f"{key}: {exc.args[0]}") from None
 
 
 def _check_range(key: str, value: float, low: float, strict: bool = False) -> None:
@@ -282,6 +312,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# Scalar types: (accepts the YAML value, what to say otherwise). bool is an int in Python, so it is excluded by hand.
+_SCALARS: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where YAML is looser (int -> float, list -> tuple)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -300,46 +339,46 @@ def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
             raise fail("one of " + ", ".join(repr(a) for a in args))
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, where)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise fail(_type_name(tp))
-    if origin in (list, collections.abc.Sequence):
-        if not isinstance(value, list):
-            raise fail(f"a list of {_type_name(args[0])}")
-        return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise fail(f"a list of {len(args)} values")
-        return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return _coerce_union(value, tp, key, where, fail)
+    if origin in (list, collections.abc.Sequence, tuple):
+        return _coerce_sequence(value, tp, key, where, fail)
     if origin is dict:
         if not isinstance(value, dict):
             raise fail("a mapping")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
+    if tp in _SCALARS:
+        accepts, expected = _SCALARS[tp]
+        if not accepts(value):
+            raise fail(expected)
+        return float(value) if tp is float else value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _coerce_union(value: Any, tp: Any, key: str, where: _Where, fail: Any) -> Any:
+    """The first member of ``A | B | None`` that accepts ``value`` (None only where the union allows it)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, key, where)
+        except ConfigError:
+            continue
+    raise fail(_type_name(tp))
+
+
+def _coerce_sequence(value: Any, tp: Any, key: str, where: _Where, fail: Any) -> Any:
+    """``list[T]`` (any length) or ``tuple[A, B]`` (fixed length), each item checked."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise fail(f"a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if not isinstance(value, list):
+        raise fail(f"a list of {_type_name(args[0])}")
+    return [_coerce(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
 
 
 def _unknown_key(key: str, valid: list[str], prefix: str, where: _Where) -> ConfigError:
@@ -420,13 +459,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Override {text!r}: the value is not valid YAML ({exc}).") from None
-    # YAML 1.1 reads "1e-3" as a string (it wants "1.0e-3"); users mean a number.
-    if isinstance(parsed, str):
-        try:
-            parsed = float(parsed) if any(c in parsed.lower() for c in ".e") else parsed
-        except ValueError:
-            pass
-    return key, parsed
+    return key, _fix_yaml_floats(parsed)
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
@@ -445,7 +478,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _fix_yaml_floats(node: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; convert strings that are plainly numbers in scientific notation."""
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); users mean a number, so strings that are
+    plainly numbers in scientific notation become floats. Files and overrides both go through here."""
     if isinstance(node, dict):
         return {k: _fix_yaml_floats(v) for k, v in node.items()}
     if isinstance(node, list):
@@ -459,18 +493,33 @@ def _fix_yaml_floats(node: Any) -> Any:
 
 
 def config_from_dict(
-    raw: dict[str, Any], source: str = "<dict>", text: str | None = None, overrides: dict[str, str] | None = None
+    raw: dict[str, Any], source: str = "<dict>", text: str | None = None, overrides: Sequence[str] = ()
 ) -> Config:
-    """Validate a plain dict (as read from YAML) into a :class:`Config`.
+    """Validate a plain dict (as read from YAML or stored in a checkpoint) into a :class:`Config`.
 
     Args:
-        raw: the nested sections.
+        raw: the nested sections (not modified).
         source, text: the file name and its YAML text, for error messages with line numbers.
-        overrides: dotted key -> the override string that set it, for error messages.
+        overrides: ``section.key=value`` strings applied on top; errors name the override that set a key.
     """
+    raw = copy.deepcopy(raw)
     where = _Where(source, text)
-    where.overrides.update(overrides or {})
-    return _build(Config, raw, "", where)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value, f"override {item!r}")
+        where.overrides[key] = item
+    return _build(Config, _migrate_renamed_keys(raw), "", where)
+
+
+def _migrate_renamed_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Read configs (and checkpoints) written before ``train.amp: none|bf16|fp16`` became ``train.precision``."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or "amp" not in train:
+        return raw
+    train = dict(train)
+    amp = train.pop("amp")
+    train.setdefault("precision", "fp32" if amp == "none" else amp)
+    return {**raw, "train": train}
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -493,12 +542,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         raw, text = _read_yaml(path)
         source = str(path)
-    origins = {}
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(raw, key, value, f"override {item!r}")
-        origins[key] = item
-    cfg = config_from_dict(raw, source, text, origins)
+    cfg = config_from_dict(raw, source, text, overrides)
     if cfg.run.name is None:
         cfg.run.name = Path(path).stem if path is not None else "run"
     return cfg

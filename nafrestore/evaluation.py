@@ -1,9 +1,11 @@
-"""Scoring restored images against ground truth: ``nafrestore eval``.
+"""Scoring restored images against ground truth: the one loop behind ``nafrestore eval`` and training validation.
 
-Two sources of pairs: two folders of images (restored and ground truth, optionally the degraded input), or a
-model restoring a dataset (the configured validation set, or a folder of clean images degraded by the config's
-synthetic pipeline, fixed per image by its name). Every pair is scored by a :class:`MetricSuite`; the degraded
-input is scored too (the ``input`` row) so the gain is visible. Same-size images are batched together.
+Sources of pairs: two folders of images (restored and ground truth, optionally the degraded input), a model
+restoring a dataset (the configured validation set, or a folder of clean images degraded by the config's synthetic
+pipeline, fixed per image by its name), or the validation loader during training. :func:`score` scores every pair
+with a :class:`~nafrestore.metrics.MetricSuite`, and the degraded input too (the ``input`` row, per-image keys
+``input_<metric>``) so the gain is visible. Same-size images are batched together. Under ``torchrun`` each process
+scores its share and the rows are merged by name.
 
 The result is an :class:`EvalResult`, written as a table, JSON, a per-image CSV and a comparison figure.
 """
@@ -16,13 +18,18 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import CheckpointError, DataError, NafrestoreError
 from .utils.files import atomic_write
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .metrics import MetricSuite
+    from .models.loading import ModelSpec
 
 Restore = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) [0, 1] -> same
 
@@ -92,6 +99,14 @@ def dataset_items(dataset: torch.utils.data.Dataset) -> Iterator[EvalItem]:
         yield EvalItem(item["name"], item["gt"], lq=item["lq"])
 
 
+def loader_items(loader: Iterable[dict[str, Any]]) -> Iterator[EvalItem]:
+    """Items of a validation loader's batches ``{"lq", "gt": (B, 3, H, W), "name": [str] * B}``."""
+    for batch in loader:
+        names = batch["name"]
+        for i, name in enumerate([names] if isinstance(names, str) else names):
+            yield EvalItem(str(name), batch["gt"][i], lq=batch["lq"][i])
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Scoring
 
@@ -107,93 +122,116 @@ def _batches(items: Iterable[EvalItem], batch_size: int) -> Iterator[list[EvalIt
     yield from buckets.values()
 
 
+def _restored(batch: list[EvalItem], lq: torch.Tensor | None, restore: Restore | None) -> torch.Tensor:
+    """The batch's restored images: given with the items, or ``restore(lq)``; clamped float32 on the CPU."""
+    if all(it.pred is not None for it in batch):
+        return torch.stack([it.pred for it in batch])  # type: ignore[misc]
+    if restore is None or lq is None:
+        raise DataError(f"No restored image for {batch[0].name}: give restored images or a model.")
+    pred = restore(lq).float().clamp(0, 1).cpu()
+    if pred.shape[1:] != batch[0].gt.shape:
+        raise DataError(
+            f"The restored {batch[0].name} has shape {tuple(pred.shape[1:])}, not {tuple(batch[0].gt.shape)}."
+        )
+    return pred
+
+
 def score(
     items: Iterable[EvalItem],
-    metrics: str,
+    suite: MetricSuite,
     *,
     restore: Restore | None = None,
-    batch_size: int = 4,
+    input_suite: MetricSuite | None = None,
+    batch_size: int = 1,
     save_dir: str | Path | None = None,
     report_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = False,
     total: int | None = None,
-    **suite_options: Any,
 ) -> EvalResult:
     """Score every item; restore ``lq`` with ``restore`` where there is no ``pred``.
 
     Args:
-        items: the pairs (see :func:`folder_items`, :func:`dataset_items`).
-        metrics: comma-separated names, e.g. ``"psnr,ssim,ms-ssim,lpips,rfid"``.
-        restore: the model, as a function of a (B, 3, H, W) batch in [0, 1].
+        items: the pairs (see :func:`folder_items`, :func:`dataset_items`, :func:`loader_items`).
+        suite: the metrics (reset here, so one suite serves many calls without reloading LPIPS or Inception).
+        restore: the model, as a function of a (B, 3, H, W) batch in [0, 1] (see :func:`model_restore`).
+        input_suite: scores the degraded inputs too (the ``input`` row), when the items have them; None: not.
         batch_size: images per batch (same-size images only).
         save_dir: write each restored image there as ``<name>.png``.
         report_dir: write ``comparison.png`` there (input | restored | ground truth, best and worst images).
         progress: show a progress bar.
         total: number of items, for the progress bar.
-        **suite_options: passed to :class:`~nafrestore.metrics.MetricSuite` (y_channel, crop_border, quantize,
-            lpips_net, fid_patch, weights_dir, allow_unverified_weights, allow_fewer_scales, device).
 
     Raises:
         DataError: no items, or a restored image of another size than its ground truth.
     """
     from tqdm import tqdm
 
-    from .metrics import MetricSuite
-
-    suite = MetricSuite(metrics, **suite_options)
-    # The input row needs its own accumulators; LPIPS and Inception are cached per device, so not built twice.
-    input_suite: MetricSuite | None = None
+    for s in (suite, input_suite):
+        if s is not None:
+            s.reset()
     rows: list[dict[str, Any]] = []
     extremes = _Extremes(suite.image_names[0] if suite.image_names else None)
-    bar = tqdm(total=total, unit="img", disable=not progress, desc="eval")
-    for batch in _batches(items, batch_size):
-        gt = torch.stack([it.gt for it in batch])
-        lq = torch.stack([it.lq for it in batch]) if all(it.lq is not None for it in batch) else None
-        if all(it.pred is not None for it in batch):
-            pred = torch.stack([it.pred for it in batch])
-        elif restore is not None and lq is not None:
-            pred = restore(lq).float().clamp(0, 1).cpu()
-        else:
-            raise DataError(f"No restored image for {batch[0].name}: give restored images or a model.")
-        if pred.shape != gt.shape:
-            raise DataError(
-                f"The restored {batch[0].name} has shape {tuple(pred.shape[1:])}, not {tuple(gt.shape[1:])}."
-            )
-        values = suite.update(pred, gt)
-        input_values: list[dict[str, float]] = [{} for _ in batch]
-        if lq is not None:
-            input_suite = input_suite or MetricSuite(metrics, **suite_options)
-            input_values = input_suite.update(lq, gt)
-        for i, item in enumerate(batch):
-            rows.append({"name": item.name, **values[i], **{f"input_{k}": v for k, v in input_values[i].items()}})
-            extremes.offer(values[i], item.name, lq[i] if lq is not None else None, pred[i], gt[i])
-            if save_dir is not None:
-                from .data import save_image
+    with tqdm(total=total, unit="img", disable=not progress, desc="eval") as bar:
+        for batch in _batches(items, batch_size):
+            gt = torch.stack([it.gt for it in batch])
+            lq = torch.stack([it.lq for it in batch]) if all(it.lq is not None for it in batch) else None
+            pred = _restored(batch, lq, restore)
+            values = suite.update(pred, gt)
+            scored_input = input_suite is not None and lq is not None
+            input_values = input_suite.update(lq, gt) if scored_input else [{} for _ in batch]  # type: ignore[union-attr]
+            for i, item in enumerate(batch):
+                rows.append({"name": item.name, **values[i], **{f"input_{k}": v for k, v in input_values[i].items()}})
+                extremes.offer(values[i], item.name, lq[i] if lq is not None else None, pred[i], gt[i])
+                if save_dir is not None:
+                    from .data import save_image
 
-                save_image(Path(save_dir) / f"{item.name}.png", pred[i])
-        bar.update(len(batch))
-    bar.close()
+                    save_image(Path(save_dir) / f"{item.name}.png", pred[i])
+            bar.update(len(batch))
+    rows = _merge_processes(rows)
     if not rows:
         raise DataError("Nothing to evaluate: the image source is empty.")
-    summary = suite.compute()
-    input_summary = input_suite.compute() if input_suite is not None else None
     if report_dir is not None:
         extremes.draw(Path(report_dir) / "comparison.png")
-    rows.sort(key=lambda r: r["name"])
+    computed = suite.compute() if suite.n_images else None
+    input_computed = input_suite.compute() if input_suite is not None and input_suite.n_images else None
+    has_input = input_computed is not None or any(key.startswith("input_") for key in rows[0])
     return EvalResult(
-        summary={k: summary[k] for k in _scalar_keys(summary)},
-        input_summary={k: input_summary[k] for k in _scalar_keys(input_summary)} if input_summary else None,
-        n_images=summary["n_images"],
+        summary=_summary(rows, suite, computed, ""),
+        input_summary=_summary(rows, input_suite, input_computed, "input_") if has_input else None,  # type: ignore[arg-type]
+        n_images=len(rows),
         images=rows,
-        settings={**summary["settings"], "metrics": suite.names, **_extra_settings(summary)},
-        notes=summary["notes"],
+        settings={**(computed or {}).get("settings", {}), "metrics": suite.names, **_extra_settings(computed or {})},
+        notes=(computed or {}).get("notes", []),
     )
 
 
-def _scalar_keys(summary: dict[str, Any]) -> list[str]:
-    from .metrics import METRIC_INFO
+def _merge_processes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every process's rows, one per image name, sorted by name (a single process: its own rows, sorted).
 
-    return [k for k in summary if k in METRIC_INFO or k == "kid_std"]
+    Under ``torchrun`` each image is on one process (the validation loader shards without padding); merging by
+    name would also remove duplicates a padding sampler adds.
+    """
+    from .engine.distributed import all_gather_objects
+
+    merged: dict[str, dict[str, Any]] = {}
+    for part in all_gather_objects(rows):
+        merged.update((row["name"], row) for row in part)
+    return [merged[name] for name in sorted(merged)]
+
+
+def _summary(
+    rows: list[dict[str, Any]], suite: MetricSuite, computed: dict[str, Any] | None, prefix: str
+) -> dict[str, float]:
+    """Per-image metrics averaged over ``rows`` (all processes; infinite PSNRs left out), then the set-level ones
+    (rfid, kid) from ``computed`` (this process's :meth:`MetricSuite.compute`): they need every image's features in
+    one process, so they are left out under ``torchrun``."""
+    from .engine.distributed import get_world_size
+    from .metrics import mean_finite
+
+    out = {name: mean_finite([r[prefix + name] for r in rows])[0] for name in suite.image_names}
+    if computed is not None and get_world_size() == 1:
+        out.update({k: float(computed[k]) for k in (*suite.set_names, "kid_std") if k in computed})
+    return out
 
 
 def _extra_settings(summary: dict[str, Any]) -> dict[str, Any]:
@@ -222,8 +260,10 @@ class _Extremes:
     def offer(self, values: dict[str, float], name: str, *images: torch.Tensor | None) -> None:
         if self.metric is None or not math.isfinite(values[self.metric]):
             return
+        from .metrics import METRIC_INFO
+
         v = values[self.metric]
-        sign = 1 if self.metric != "lpips" else -1  # lower LPIPS is better
+        sign = 1 if METRIC_INFO[self.metric].higher_is_better else -1
         if self.best is None or sign * v > sign * self.best[0]:
             self.best = (v, name, self._crops(*images))
         if self.worst is None or sign * v < sign * self.worst[0]:
@@ -313,51 +353,62 @@ def _fmt(value: float) -> str:
 # Evaluating a model
 
 
-def resolve_model_source(source: str | Path, ckpt: str = "best") -> tuple[Path, Path]:
-    """The config and checkpoint to evaluate from a run directory or a config file.
+def model_restore(
+    model: torch.nn.Module, *, tile: int | None = None, overlap: int = 32, precision: str = "fp32"
+) -> Restore:
+    """A batch restore function for :func:`score` (see :func:`~nafrestore.inference.tiling.restore_batch`).
+
+    Whole images unless ``tile`` is given: automatic tiling is off, so scores never depend on the machine's memory.
+    """
+    from .inference.tiling import restore_batch
+
+    def run(lq: torch.Tensor) -> torch.Tensor:
+        return restore_batch(model, lq, tile=tile, overlap=overlap, precision=precision, max_megapixels=math.inf)
+
+    return run
+
+
+def model_under_test(source: str | Path, ckpt: str = "best") -> tuple[ModelSpec, Config]:
+    """The network to evaluate and the config whose data it is evaluated on.
 
     Args:
-        source: a run directory (holding ``config.yaml`` and ``checkpoints/``) or a YAML config.
-        ckpt: ``best``, ``last`` or a checkpoint path. With a YAML config, ``best``/``last`` look in the run
-            directory the config names (``run.dir``, default ``runs/<name>``).
-
-    Returns:
-        (config path, checkpoint path).
+        source: a YAML config or preset (its ``run.dir`` holds the checkpoints), a run directory (its
+            ``config.yaml``) or a checkpoint file (its stored config).
+        ckpt: ``best``, ``last`` or a checkpoint path (with a config: any weights of that architecture).
 
     Raises:
-        DataError: the source or the checkpoint does not exist.
+        CheckpointError, ConfigError: nothing to evaluate there, naming what was looked for.
     """
-    from .config import load_config
+    from .config import config_from_dict, load_config
+    from .models.loading import find_checkpoint, find_config, load_spec
 
-    source = Path(source)
-    if source.is_dir():
-        config_path, run_dir = source / "config.yaml", source
-        if not config_path.is_file():
-            raise DataError(
-                f"{source} is not a run directory: it has no config.yaml. Give a run directory or a config."
-            )
-    elif source.is_file():
-        config_path, run_dir = source, load_config(source).run_dir
-    else:
-        raise DataError(f"{source} does not exist. Give a run directory (runs/NAME) or a YAML config.")
-    path = run_dir / "checkpoints" / f"{ckpt}.pt" if ckpt in ("best", "last") else Path(ckpt)
-    if not path.is_file():
-        raise DataError(
-            f"Checkpoint {path} does not exist. Train first (nafrestore train {config_path}) or pass --ckpt PATH."
+    named = ckpt in ("best", "last")
+    config_path = find_config(source)
+    if config_path is not None:
+        cfg = load_config(config_path)
+        weights = find_checkpoint(cfg.run_dir, prefer=ckpt, fallback=False) if named else Path(ckpt)
+        return load_spec(config_path, weights), cfg
+    path = find_checkpoint(source, prefer=ckpt, fallback=False) if named else Path(ckpt)
+    spec = load_spec(path)
+    run_config = Path(source) / "config.yaml"
+    if run_config.is_file():
+        return spec, load_config(run_config)
+    if not spec.config:
+        raise CheckpointError(
+            f"{path} holds no training config, so there is no dataset to evaluate on. Evaluate it with its config: "
+            f"nafrestore eval CONFIG.yaml --ckpt {path}, or restore images and use --pred/--gt."
         )
-    return config_path, path
+    return spec, config_from_dict(spec.config, source=f"{path} (stored config)")
 
 
-def model_items(config_path: Path, data: str = "val", seed: int | None = None) -> torch.utils.data.Dataset:
+def model_items(cfg: Config, data: str = "val", seed: int | None = None) -> torch.utils.data.Dataset:
     """The dataset a model is evaluated on: the config's validation set, or a folder of clean images.
 
     A folder is degraded with the config's ``data.degradations``, fixed per image by its name and the seed, so
     numbers are comparable run to run.
     """
-    from .config import load_config
     from .data import SyntheticDataset, build_datasets, folder_images
 
-    cfg = load_config(config_path)
     seed = cfg.run.seed if seed is None else seed
     if data == "val":
         return build_datasets(cfg.data, seed=seed)[1]
@@ -365,16 +416,56 @@ def model_items(config_path: Path, data: str = "val", seed: int | None = None) -
     return SyntheticDataset(paths, cfg.data.degradations, names=names, seed=seed)
 
 
-def model_restore(model: torch.nn.Module, *, tile: int | None = None, overlap: int = 32) -> Restore:
-    """A batch restore function for :func:`score` from an inference model (see ``nafrestore.load_model``)."""
-    from .inference.tiling import forward, restore_tiled
+def evaluate(
+    source: str | Path | None = None,
+    *,
+    pred: str | Path | None = None,
+    gt: str | Path | None = None,
+    lq: str | Path | None = None,
+    ckpt: str = "best",
+    data: str = "val",
+    metrics: str = "psnr,ssim",
+    device: str = "auto",
+    batch_size: int = 4,
+    tile: int | None = None,
+    overlap: int = 32,
+    save_dir: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+    **suite_options: Any,
+) -> EvalResult:
+    """``nafrestore eval``: score a folder of restored images, or a model on a dataset.
 
-    device = next(model.parameters()).device
+    Args:
+        source: the model (see :func:`model_under_test`); or None with ``pred`` and ``gt``.
+        pred, gt, lq: folders of restored, ground-truth and (optional) degraded images, matched by name.
+        ckpt, data: which checkpoint, and ``val`` or a folder of clean images (see :func:`model_items`).
+        metrics: comma-separated names, e.g. ``"psnr,ssim,ms-ssim,lpips,rfid"``.
+        device: where the model and the metric networks run.
+        batch_size, tile, overlap: how the model runs (same-size batches; tiles of ``tile`` pixels).
+        save_dir, report_dir, progress: see :func:`score`.
+        **suite_options: :class:`~nafrestore.metrics.MetricSuite` options (y_channel, crop_border, quantize,
+            lpips_net, fid_patch, weights_dir, allow_fewer_scales).
 
-    def run(lq: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            if tile is not None:
-                return torch.stack([restore_tiled(model, x, tile=tile, overlap=overlap) for x in lq])
-            return forward(model, lq.to(device)).cpu()
+    Raises:
+        NafrestoreError: a bad combination of sources, or anything the sources raise.
+    """
+    from .metrics import MetricSuite
+    from .utils.device import resolve_device
 
-    return run
+    if (pred is None) != (gt is None) or (pred is None) == (source is None):
+        raise NafrestoreError("Give either a run directory / config to evaluate a model, or --pred DIR --gt DIR.")
+    dev = resolve_device(device)
+    suite = MetricSuite(metrics, device=dev, **suite_options)
+    input_suite = MetricSuite(metrics, device=dev, **suite_options)  # LPIPS and Inception are cached per device
+    if pred is not None:
+        items, restore, total = folder_items(pred, gt, lq), None, None  # type: ignore[arg-type]
+    else:
+        from .inference.api import model_from_spec
+
+        spec, cfg = model_under_test(source, ckpt)  # type: ignore[arg-type]
+        dataset = model_items(cfg, data)
+        restore = model_restore(model_from_spec(spec, device=dev), tile=tile, overlap=overlap)
+        items, total = dataset_items(dataset), len(dataset)
+    return score(items, suite, restore=restore, input_suite=input_suite, batch_size=batch_size, save_dir=save_dir,
+                 report_dir=report_dir, progress=progress, total=total)  # fmt: skip

@@ -151,16 +151,16 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
     from nafrestore.config import load_config
     from nafrestore.data import build_datasets, build_train_loader
     from nafrestore.engine import build_loss, build_optimizer, train_step
-    from nafrestore.models import model_from_config
-    from nafrestore.utils.device import resolve_amp
+    from nafrestore.models.loading import build_model
+    from nafrestore.utils.device import resolve_precision
 
     cfg = load_config(ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml")
     train_set, _ = build_datasets(cfg.data, seed=0)
     loader = build_train_loader(train_set, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, seed=0)
-    model = model_from_config(cfg.model.name, cfg.model.args).to(device).train()
+    model = build_model(cfg.model.name, cfg.model.args).to(device).train()
     optimizer = build_optimizer(model, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
     loss_fn = build_loss([(t.name, t.weight) for t in cfg.train.loss])
-    amp = resolve_amp("bf16" if args.precision == "bf16" else "none", device)
+    precision = resolve_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     steps, warmup = (10, 3) if args.quick else (60, 5)
     wait = compute = 0.0
@@ -169,13 +169,14 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
-        train_step(model, batch, loss_fn, optimizer, scaler, amp=amp, grad_clip=None, device=device)
+        train_step(model, batch, loss_fn, optimizer, scaler, precision=precision, grad_clip=None, device=device)
         bench_fold.sync(device)
         t2 = time.perf_counter()
         if i >= warmup:
             wait, compute = wait + t1 - t0, compute + t2 - t1
     row = {"batch": cfg.train.batch_size, "patch": cfg.data.patch_size, "workers": cfg.data.num_workers,
-           "it_per_s": steps / (wait + compute), "data_wait_share": wait / (wait + compute), "amp": amp}  # fmt: skip
+           "it_per_s": steps / (wait + compute), "data_wait_share": wait / (wait + compute),
+           "precision": precision}  # fmt: skip
     print(f"  {row['it_per_s']:.2f} it/s at batch {row['batch']} x {row['patch']} px, "
           f"{100 * row['data_wait_share']:.1f} % waiting for data", flush=True)  # fmt: skip
     return row

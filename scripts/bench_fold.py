@@ -24,15 +24,16 @@ import torch
 
 from nafrestore.config import load_config
 from nafrestore.inference.fold import fold_for_inference
-from nafrestore.models import model_from_config
-from nafrestore.utils.device import AMP_DTYPES, resolve_device
+from nafrestore.models.loading import build_model
+from nafrestore.utils.device import autocast, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(preset: str) -> torch.nn.Module:
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
-    model = model_from_config(cfg.model.name, cfg.model.args, cfg.model.tlc, cfg.model.tlc_train_size).eval()
+    tlc = cfg.model.tlc_train_size if cfg.model.tlc else None
+    model = build_model(cfg.model.name, cfg.model.args, tlc).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # nonzero beta/gamma and non-trivial norms, as a trained model has
         for name, p in model.named_parameters():
@@ -56,12 +57,7 @@ def sync(device: torch.device) -> None:
 
 
 def time_once(model: torch.nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> float:
-    ctx = (
-        torch.autocast(device.type, AMP_DTYPES[precision])
-        if precision != "fp32"
-        else torch.autocast("cpu", enabled=False)
-    )
-    with torch.inference_mode(), ctx:
+    with torch.inference_mode(), autocast(device, precision):
         sync(device)
         start = time.perf_counter()
         model(x)

@@ -45,11 +45,12 @@ def child(args: argparse.Namespace) -> None:
     from nafrestore.config import load_config
     from nafrestore.inference.batch import restore_files
     from nafrestore.inference.fold import fold_for_inference
-    from nafrestore.models import model_from_config
+    from nafrestore.models.loading import build_model
 
     baseline = _peak_mib()
     cfg = load_config(ROOT / "configs" / f"{args.preset}.yaml")
-    net = model_from_config(cfg.model.name, cfg.model.args, cfg.model.tlc, cfg.model.tlc_train_size).eval()
+    tlc = cfg.model.tlc_train_size if cfg.model.tlc else None
+    net = build_model(cfg.model.name, cfg.model.args, tlc).eval()
     model = fold_for_inference(net)
     del net
     after_model = _peak_mib()

@@ -21,7 +21,7 @@ import torch
 from nafrestore.config import load_config
 from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import fold_for_inference
-from nafrestore.models import model_from_config
+from nafrestore.models.loading import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,8 @@ def main() -> None:
 
     cfg = load_config(ROOT / "configs" / f"{args.preset}.yaml")
     torch.manual_seed(0)
-    net = model_from_config(cfg.model.name, cfg.model.args, args.tlc or cfg.model.tlc, cfg.model.tlc_train_size)
+    tlc = cfg.model.tlc_train_size if args.tlc or cfg.model.tlc else None
+    net = build_model(cfg.model.name, cfg.model.args, tlc)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in net.named_parameters():

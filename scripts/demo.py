@@ -103,16 +103,17 @@ def main() -> int:
     metrics, note = available_metrics()
     val = build_datasets(cfg.data, seed=cfg.run.seed)[1]
     model = load_model(ckpt, device="cpu")
+    suite, input_suite = (MetricSuite(metrics, allow_fewer_scales=True) for _ in range(2))
     result = ev.score(
-        ev.dataset_items(val), metrics, restore=ev.model_restore(model), report_dir=run_dir / "report",
-        progress=False, allow_fewer_scales=True,
+        ev.dataset_items(val), suite, restore=ev.model_restore(model), input_suite=input_suite,
+        report_dir=run_dir / "report",
     )  # fmt: skip
     ev.write_json(result, run_dir / "eval.json")
 
     print("[3/4] non-local means baseline (strength tuned on the training photographs)", flush=True)
     h = tune_nlm(cfg.data.degradations, cfg.run.seed)
     nlm_items = [ev.EvalItem(it.name, it.gt, pred=nlm(it.lq, h)) for it in ev.dataset_items(val)]
-    nlm_result = ev.score(nlm_items, metrics, progress=False, allow_fewer_scales=True)
+    nlm_result = ev.score(nlm_items, suite)
 
     print("[4/4] restoring a folder of noisy photographs with `nafrestore infer`", flush=True)
     noisy_dir, restored_dir = run_dir / "noisy", run_dir / "restored"

@@ -63,7 +63,7 @@ def test_misspelt_model_argument_is_checked_against_the_model_signature(tmp_path
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ("train.amp=fp32", r"train.amp .* must be one of 'none', 'bf16', 'fp16'; got 'fp32'"),
+        ("train.precision=none", r"train.precision .* must be one of 'fp32', 'bf16', 'fp16'; got 'none'"),
         ("train.iters=0", r"train.iters must be >= 1; got 0"),
         ("train.lr=fast", r"train.lr .* must be a number"),
         ("train.ema=1.5", r"train.ema must be a decay in \(0, 1\)"),

@@ -13,27 +13,27 @@ import pytest
 import torch
 from torch import nn
 
-from nafrestore.data import build_train_loader
+from nafrestore.data import BatchStream, build_train_loader
 from nafrestore.engine import (
-    BatchStream,
     ModelEMA,
     StopSignals,
     build_loss,
     build_optimizer,
-    evaluate,
     load_checkpoint,
     make_checkpoint,
     model_state,
-    restore,
     rng_state,
     save_checkpoint,
     set_rng_state,
     train_step,
     unwrap_model,
 )
-from nafrestore.errors import CheckpointError, ConfigError
+from nafrestore.errors import CheckpointError, NafrestoreError
+from nafrestore.evaluation import loader_items, model_restore, score
+from nafrestore.inference.tiling import restore_batch
+from nafrestore.metrics import MetricSuite
 from nafrestore.models import create_model
-from nafrestore.utils.device import autocast, resolve_amp, resolve_device, seed_everything
+from nafrestore.utils.device import autocast, resolve_device, resolve_precision, seed_everything
 
 
 def tiny_model(name: str = "lka_nafnet") -> nn.Module:
@@ -143,12 +143,12 @@ def test_restore_tiled_matches_whole_image() -> None:
     lq = torch.rand(2, 3, 70, 53)
     with torch.no_grad():
         whole = model(lq)
-    tiled = restore(model, lq, tile=32, overlap=8)
+    tiled = restore_batch(model, lq, tile=32, overlap=8)
     assert tiled.shape == lq.shape
     assert torch.allclose(tiled, whole, atol=1e-6)
     # A real network (which pads every tile internally): the right shape, finite values.
     net = tiny_model("nafnet").eval()
-    tiled = restore(net, lq, tile=48, overlap=16)
+    tiled = restore_batch(net, lq, tile=48, overlap=16)
     assert tiled.shape == lq.shape and torch.isfinite(tiled).all()
 
 
@@ -162,16 +162,19 @@ def _val_items(n: int = 2, size: int = 24) -> list[dict]:
     return items
 
 
-def test_evaluate_identity_scores_the_input() -> None:
+def test_validation_scores_of_the_identity_equal_the_input_row() -> None:
     items = _val_items()
-    res = evaluate(nn.Identity(), items, metrics=["psnr", "ssim"], include_input=True, tile=16, overlap=4)
-    assert res["n_images"] == 2
-    assert res["psnr"] == pytest.approx(res["input/psnr"]) and res["ssim"] == pytest.approx(res["input/ssim"])
-    assert 10 < res["psnr"] < 40 and 0 < res["ssim"] < 1
+    suite, input_suite = MetricSuite(["psnr", "ssim"]), MetricSuite(["psnr", "ssim"])
+    restore = model_restore(nn.Identity(), tile=16, overlap=4)
+    res = score(loader_items(items), suite, restore=restore, input_suite=input_suite)
+    assert res.n_images == 2 and [row["name"] for row in res.images] == ["img0", "img1"]
+    assert res.summary["psnr"] == pytest.approx(res.input_summary["psnr"])
+    assert res.summary["ssim"] == pytest.approx(res.input_summary["ssim"])
+    assert 10 < res.summary["psnr"] < 40 and 0 < res.summary["ssim"] < 1
     model = tiny_model()
     model.train()
-    evaluate(model, items, metrics=["psnr"])
-    assert model.training  # mode restored
+    score(loader_items(items), suite, restore=model_restore(model))
+    assert model.training  # scoring leaves the mode to the caller (the trainer switches to eval and back)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,35 +214,40 @@ def test_batch_stream_resumes_mid_epoch(workers: int) -> None:
 # One step, devices, signals
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_train_step_updates_and_skips_non_finite(amp: str) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_step_updates_and_skips_non_finite(precision: str) -> None:
     model = tiny_model()
     opt = build_optimizer(model, lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     batch = {"lq": torch.rand(2, 3, 16, 16), "gt": torch.rand(2, 3, 16, 16)}
     loss_fn = build_loss([("psnr", 1.0)])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = train_step(model, batch, loss_fn, opt, scaler, amp=amp, grad_clip=0.1, device="cpu")
+    out = train_step(model, batch, loss_fn, opt, scaler, precision=precision, grad_clip=0.1, device="cpu")
     assert not out["skipped"] and np.isfinite(out["loss"]) and out["grad_norm"] is not None
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     after = {k: v.clone() for k, v in model.state_dict().items()}
     bad = {"lq": batch["lq"] * float("nan"), "gt": batch["gt"]}
-    out = train_step(model, bad, loss_fn, opt, scaler, amp=amp, grad_clip=None, device="cpu")
+    out = train_step(model, bad, loss_fn, opt, scaler, precision=precision, grad_clip=None, device="cpu")
     assert out["skipped"] and np.isnan(out["loss"])
     assert all(torch.equal(after[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_devices_and_amp(caplog: pytest.LogCaptureFixture) -> None:
+def test_devices_and_precision() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
+        with pytest.raises(NafrestoreError, match="CUDA is not available"):
             resolve_device("cuda:0")
-    with pytest.raises(ConfigError):
+    with pytest.raises(NafrestoreError, match="'tpu'"):
         resolve_device("tpu")
-    assert resolve_amp("fp16", torch.device("cpu")) == "none"  # documented fallback, with a warning
-    assert resolve_amp("bf16", torch.device("cpu")) == "bf16"
+    # One rule for train, eval and infer: fp16 needs a GPU, bf16 runs on the CPU.
+    with pytest.raises(NafrestoreError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    with pytest.raises(NafrestoreError, match="fp32, bf16, fp16"):
+        resolve_precision("none", torch.device("cpu"))
     with autocast(torch.device("cpu"), "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 

@@ -148,18 +148,18 @@ def test_metric_suite_fails_fast_on_missing_weights(dirs):
     MetricSuite("psnr,ssim,ms-ssim")  # no network, no weights needed
 
 
-def test_load_weights_reads_legacy_format_and_rejects_garbage(tmp_path):
+def test_read_weights_file_reads_legacy_format_and_rejects_garbage(tmp_path):
     import torch
 
-    from nafrestore.metrics.weights import load_weights
+    from nafrestore.metrics.weights import read_weights_file
 
     # torchvision's 2017 AlexNet/VGG files predate the zip format: the safe loader must read both.
     sd = {"features.0.weight": torch.randn(2, 3), "features.0.bias": torch.zeros(2)}
     legacy = tmp_path / "legacy.pth"
     torch.save(sd, legacy, _use_new_zipfile_serialization=False)
-    loaded = load_weights(legacy)
+    loaded = read_weights_file(legacy)
     assert loaded.keys() == sd.keys() and torch.equal(loaded["features.0.weight"], sd["features.0.weight"])
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00" * 100)
     with pytest.raises(WeightsError, match="cannot be read"):
-        load_weights(garbage)
+        read_weights_file(garbage)

@@ -10,8 +10,8 @@ import torch
 
 from nafrestore.config import load_config
 from nafrestore.errors import CheckpointError
-from nafrestore.models import create_model, list_models, model_from_config
-from nafrestore.models.loading import load_weights, model_from_checkpoint, read_checkpoint, state_dict_from
+from nafrestore.models import create_model, list_models
+from nafrestore.models.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,7 +33,7 @@ def randomize_scales(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def build_preset(name: str) -> torch.nn.Module:
     cfg = load_config(CONFIGS / name)
-    return model_from_config(cfg.model.name, cfg.model.args, cfg.model.tlc, cfg.model.tlc_train_size)
+    return build_model(cfg.model.name, cfg.model.args, cfg.model.tlc_train_size if cfg.model.tlc else None)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +198,7 @@ def test_weights_load_from_every_supported_layout(tmp_path, layout):
     torch.save(obj, path)
     ckpt = read_checkpoint(path)
     if layout == "checkpoint":
-        dst = model_from_checkpoint(ckpt)
+        dst = load_spec(path).build()
     else:
         dst = load_weights(create_model("nafnet", **TINY["nafnet"]), state_dict_from(ckpt), str(path))
     x = torch.rand(1, 3, 16, 16)
@@ -239,5 +239,6 @@ def test_truncated_or_missing_file_is_reported(tmp_path):
 
 
 def test_bare_weights_without_architecture_ask_for_model(tmp_path):
+    torch.save({"params": tiny_nafnet().state_dict()}, tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match="--model"):
-        model_from_checkpoint({"params": tiny_nafnet().state_dict()})
+        load_spec(tmp_path / "bare.pth")

@@ -1,4 +1,4 @@
-"""Datasets of (degraded, clean) image pairs, and the loaders that feed them to training and validation.
+"""Datasets of (degraded, clean) image pairs (their loaders are in :mod:`.loaders`, their pairing in :mod:`.pairs`).
 
 Items are dicts of tensors:
 
@@ -9,9 +9,10 @@ Items are dicts of tensors:
   for seeding synthetic degradations.
 
 Training randomness (crop, symmetry, degradation) comes from one ``numpy.random.Generator`` per sample. The
-loader of :func:`build_train_loader` hands each sample its own seed with the index (``dataset[(index, seed)]``),
-drawn from a stream fixed by (seed, rank, epoch): batches are then identical whatever the number of workers.
-A plain integer index draws the sample seed from torch's RNG instead, which DataLoader seeds per worker.
+training loader (:func:`~nafrestore.data.loaders.build_train_loader`) hands each sample its own seed with the
+index (``dataset[(index, seed)]``), drawn from a stream fixed by (seed, rank, epoch): batches are then identical
+whatever the number of workers. A plain integer index draws the sample seed from torch's RNG instead, which
+DataLoader seeds per worker.
 
 Training sets have a virtual length of at least ``min_epoch_length`` (default 1000) samples, the images being
 cycled: training counts iterations, so an "epoch" is only the unit at which the sampler reshuffles, and a
@@ -21,20 +22,20 @@ three-image folder should not mean a new DataLoader iterator (and worker round t
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from ..errors import DataError
+from ..utils.pixels import to_float, to_tensor
 from .degradations import Degradation, build_degradation, seed_for
-from .io import list_images, load_rgb_integer, read_image_size, to_float
-from .transforms import random_crop, random_dihedral, to_tensor
+from .io import load_rgb_integer, read_image_size
+from .pairs import first_few, match_pairs
+from .transforms import random_crop, random_dihedral
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
@@ -42,137 +43,11 @@ __all__ = [
     "PairedImageDataset",
     "SIDDValidationDataset",
     "SyntheticDataset",
-    "TrainSampler",
-    "build_train_loader",
-    "build_val_loader",
-    "gopro_pairs",
     "limit_dataset",
-    "match_pairs",
-    "sidd_train_pairs",
 ]
 
 #: ``cache="auto"`` keeps decoded images in memory when they take less than this.
 CACHE_LIMIT_BYTES = 2 * 1024**3
-_SHOW = 5  # offending names listed in error messages
-
-
-def _first(names: Sequence[str]) -> str:
-    shown = ", ".join(str(n) for n in names[:_SHOW])
-    return shown + (", ..." if len(names) > _SHOW else "")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pairing
-
-
-def _index_by_stem(folder: Path, role: str) -> dict[str, Path]:
-    """{relative path without extension: file} for the images under ``folder``; duplicates are an error."""
-    if not folder.is_dir():
-        raise DataError(f"The {role} folder {folder} does not exist. Check the data paths in the config.")
-    index: dict[str, Path] = {}
-    duplicates: list[str] = []
-    for path in list_images(folder):
-        key = path.relative_to(folder).with_suffix("").as_posix()
-        if key in index:
-            duplicates.append(f"{index[key].name} / {path.name}")
-        index[key] = path
-    if duplicates:
-        raise DataError(
-            f"The {role} folder {folder} has {len(duplicates)} name(s) with more than one image file "
-            f"({_first(duplicates)}), so pairs would be ambiguous. Keep one file per name."
-        )
-    if not index:
-        raise DataError(f"The {role} folder {folder} holds no images ({', '.join(('.png', '.jpg', '.tif'))}, ...).")
-    return index
-
-
-def match_pairs(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """Pairs the images of two folders by relative path and stem; extensions may differ (``a/x.jpg``-``a/x.png``).
-
-    Returns:
-        ``[(name, lq_path, gt_path), ...]`` sorted by name, where name is the relative path without extension.
-
-    Raises:
-        DataError: a folder is missing or empty, a name has two files, or some images have no partner (the message
-            gives the counts and the first few names on each side).
-    """
-    lq_dir, gt_dir = Path(lq_dir), Path(gt_dir)
-    lq, gt = _index_by_stem(lq_dir, "input (lq)"), _index_by_stem(gt_dir, "ground-truth (gt)")
-    lq_only = sorted(set(lq) - set(gt))
-    gt_only = sorted(set(gt) - set(lq))
-    if lq_only or gt_only:
-        parts = []
-        if lq_only:
-            parts.append(f"{len(lq_only)} of {len(lq)} images in {lq_dir} have no ground truth ({_first(lq_only)})")
-        if gt_only:
-            parts.append(f"{len(gt_only)} of {len(gt)} images in {gt_dir} have no input ({_first(gt_only)})")
-        raise DataError(
-            f"Unmatched image pairs: {'; '.join(parts)}. Inputs and targets are paired by relative path and file "
-            "name without extension; rename or remove the unmatched files."
-        )
-    return [(name, lq[name], gt[name]) for name in sorted(lq)]
-
-
-def sidd_train_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
-    """The SIDD-Medium sRGB training pairs: ``ROOT/Data/<scene>/NOISY_SRGB_<n>.PNG`` with ``GT_SRGB_<n>.PNG``.
-
-    Returns:
-        ``[("<scene>/<n>", noisy_path, gt_path), ...]`` sorted by name.
-    """
-    data = Path(root) / "Data"
-    if not data.is_dir():
-        raise DataError(
-            f"SIDD training folder {data} does not exist. data.root must be the SIDD-Medium sRGB folder holding "
-            "Data/<scene>/NOISY_SRGB_*.PNG and GT_SRGB_*.PNG (plus the validation .mat files)."
-        )
-    pairs: list[tuple[str, Path, Path]] = []
-    missing: list[str] = []
-    for noisy in list_images(data):
-        stem = noisy.stem
-        if not stem.upper().startswith("NOISY_SRGB_"):
-            continue
-        suffix = stem[len("NOISY_SRGB_") :]
-        candidates = [noisy.with_name(f"{prefix}{suffix}{noisy.suffix}") for prefix in ("GT_SRGB_", "gt_srgb_")]
-        gt = next((c for c in candidates if c.is_file()), None)
-        name = f"{noisy.parent.relative_to(data).as_posix()}/{suffix}"
-        if gt is None:
-            missing.append(str(candidates[0]))
-        else:
-            pairs.append((name, noisy, gt))
-    if missing:
-        raise DataError(
-            f"{len(missing)} SIDD noisy images have no ground truth next to them (expected {_first(missing)}). "
-            "Re-extract the dataset."
-        )
-    if not pairs:
-        raise DataError(f"No NOISY_SRGB_*.PNG images found under {data}. Is data.root the SIDD-Medium sRGB folder?")
-    return sorted(pairs)
-
-
-def gopro_pairs(root: str | Path, split: str) -> list[tuple[str, Path, Path]]:
-    """The GoPro pairs of a split: ``ROOT/<split>/<sequence>/blur/*.png`` with ``.../sharp/*.png``.
-
-    Returns:
-        ``[("<sequence>/<stem>", blur_path, sharp_path), ...]`` sorted by name.
-    """
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise DataError(
-            f"GoPro {split} folder {folder} does not exist. data.root must hold train/ and test/, each with "
-            "<sequence>/blur/*.png and <sequence>/sharp/*.png."
-        )
-    sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    pairs: list[tuple[str, Path, Path]] = []
-    for sequence in sequences:
-        if not (sequence / "blur").is_dir() and not (sequence / "sharp").is_dir():
-            continue  # not a sequence (e.g. a stray folder)
-        for name, blur, sharp in match_pairs(sequence / "blur", sequence / "sharp"):
-            pairs.append((f"{sequence.name}/{name}", blur, sharp))
-    if not pairs:
-        raise DataError(f"No GoPro sequences found under {folder} (expected {folder}/<sequence>/blur and sharp).")
-    return pairs
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets
 
@@ -296,7 +171,7 @@ class PairedImageDataset(_PairDataset):
         if bad:
             raise DataError(
                 f"{len(bad)} of {len(self.pairs)} image pairs differ in size between input and target: "
-                f"{_first(bad)}. Pairs must be pixel-aligned images of the same size."
+                f"{first_few(bad)}. Pairs must be pixel-aligned images of the same size."
             )
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -516,113 +391,3 @@ def limit_dataset(dataset: Dataset, max_items: int | None) -> Dataset:
     if hasattr(dataset, "names"):
         subset.names = [dataset.names[i] for i in indices]  # type: ignore[attr-defined]
     return subset
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Loaders
-
-
-class TrainSampler(Sampler):
-    """A :class:`~torch.utils.data.DistributedSampler` (this rank's share of a shuffled order, the tail dropped so
-    every rank gets as many) whose indices carry a per-sample seed: ``(index, seed)``.
-
-    The seeds come from a stream fixed by (seed, rank, epoch), and the shuffle by (seed, epoch), so training
-    batches depend only on those, not on the worker count. The epoch advances by itself at each new iteration
-    (no ``set_epoch`` call is needed for a fresh shuffle); ``set_epoch`` sets it, e.g. when resuming.
-    """
-
-    def __init__(self, dataset: Dataset, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.seed = int(seed) % 2**63
-        self.rank = rank
-        self.epoch = 0
-        self.inner = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed, drop_last=True
-        )
-        self.with_seeds = bool(getattr(dataset, "supports_sample_seeds", False))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __iter__(self) -> Iterator[Any]:
-        self.inner.set_epoch(self.epoch)
-        indices = list(self.inner)
-        seeds = np.random.default_rng(seed_for(f"train-samples/{self.rank}/{self.epoch}", self.seed))
-        seeds = seeds.integers(0, 2**63 - 1, size=len(indices), dtype=np.int64).tolist()
-        self.epoch += 1
-        if self.with_seeds:
-            return iter(list(zip(indices, seeds, strict=True)))
-        return iter(indices)
-
-
-class _ShardSampler(Sampler):
-    """Indices ``rank, rank + world_size, ...`` in order: each image on exactly one rank (no padding duplicates,
-    unlike DistributedSampler, so metrics summed over ranks count every image once)."""
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, length, world_size))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader worker start: seed python/numpy from the worker's torch seed, and stop OpenCV threading."""
-    seed = torch.initial_seed()  # DataLoader set it to base_seed + worker_id, base_seed from the loader generator
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    # Each worker already is a parallel process; OpenCV's own thread pool would oversubscribe the cores (and
-    # thread pools do not survive fork well).
-    cv2.setNumThreads(0)
-
-
-def build_train_loader(
-    dataset: Dataset, *, batch_size: int, num_workers: int, seed: int, rank: int = 0, world_size: int = 1
-) -> DataLoader:
-    """The training loader: shuffled (per rank when ``world_size > 1``), full batches only, seeded workers.
-
-    Batches are a function of (seed, rank, epoch) only (see :class:`TrainSampler`); workers are persistent when
-    ``num_workers > 0`` and pinned memory is used when CUDA is available. Each ``iter(loader)`` is a new epoch.
-
-    Raises:
-        DataError: the dataset cannot fill one batch per rank.
-    """
-    sampler = TrainSampler(dataset, seed=seed, rank=rank, world_size=world_size)
-    if len(sampler) < batch_size:
-        raise DataError(
-            f"The training set gives {len(sampler)} samples per process, fewer than one batch of {batch_size}. "
-            "Lower train.batch_size or add images."
-        )
-    generator = torch.Generator()
-    generator.manual_seed(seed_for(f"train-workers/{rank}", seed))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=True,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_seed_worker,
-        generator=generator,
-    )
-
-
-def build_val_loader(dataset: Dataset, *, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """The validation loader: batches of one whole image (sizes differ), in order.
-
-    With ``world_size > 1`` each rank gets every ``world_size``-th image and each image is seen once overall;
-    sum metrics across ranks to combine.
-    """
-    return DataLoader(
-        dataset,
-        batch_size=1,
-        sampler=_ShardSampler(len(dataset), rank, world_size),
-        num_workers=num_workers,
-        worker_init_fn=_seed_worker,
-    )

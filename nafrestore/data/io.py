@@ -19,6 +19,7 @@ import torch
 
 from ..errors import DataError
 from ..utils.files import atomic_write
+from ..utils.pixels import from_float, to_float
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -29,7 +30,6 @@ __all__ = [
     "read_image",
     "read_image_size",
     "save_image",
-    "to_float",
 ]
 
 #: File extensions (lower case, with the dot) that are read and written as images.
@@ -141,20 +141,11 @@ def _split(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
 def load_rgb_integer(path: str | Path) -> np.ndarray:
     """The RGB samples of an image without conversion to float: (H, W, 3) uint8 or uint16, alpha dropped.
 
-    Datasets cache this form (a quarter of the float32 size for 8-bit files) and convert crops to float on use.
-    Divide by 255 or 65535 (by dtype) to get [0, 1].
+    Datasets cache this form (a quarter of the float32 size for 8-bit files) and convert crops to float on use
+    (:func:`nafrestore.utils.pixels.to_float`).
     """
     rgb, _, _ = _split(_decode(Path(path)))
     return rgb
-
-
-def to_float(array: np.ndarray) -> np.ndarray:
-    """uint8/uint16 samples -> float32 in [0, 1]; float input is returned as float32 unchanged."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) * np.float32(1 / 255)
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) * np.float32(1 / 65535)
-    return array.astype(np.float32, copy=False)
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -230,25 +221,6 @@ def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
-def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float in [0, 1] -> uint8/uint16, clamped and rounded to nearest; NaN becomes 0.
-
-    Computed in float64 a band of rows at a time: whole-image float64 temporaries of a 24-megapixel photograph
-    would take over 1.5 GB, the bands a few MB.
-    """
-    peak = 65535 if bit_depth == 16 else 255
-    values = np.asarray(values)
-    out = np.empty(values.shape, np.uint16 if bit_depth == 16 else np.uint8)
-    step = max(1, (1 << 21) // max(1, values[0].size))  # about 2 M values (16 MB of float64) per band
-    for r in range(0, values.shape[0], step):
-        band = np.nan_to_num(values[r : r + step].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-        np.clip(band, 0.0, 1.0, out=band)
-        band *= peak
-        np.rint(band, out=band)
-        out[r : r + step] = band
-    return out
-
-
 def _alpha_to(alpha: np.ndarray, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
     """Alpha in the output dtype: kept bit for bit when it already has it; rescaled exactly otherwise."""
     alpha = np.asarray(alpha)
@@ -260,8 +232,8 @@ def _alpha_to(alpha: np.ndarray, bit_depth: int, shape: tuple[int, int]) -> np.n
     if alpha.dtype == target:
         return alpha
     if np.issubdtype(alpha.dtype, np.floating):
-        return _quantize(alpha, bit_depth)
-    if alpha.dtype == np.uint8:  # 8 -> 16 bits: 255 * 257 == 65535, exact
+        return from_float(alpha, bit_depth)
+    if alpha.dtype == np.uint8:  # 8 -> 16 bits: 255 * 257 is the 16-bit peak, exact
         return alpha.astype(np.uint16) * np.uint16(257)
     if alpha.dtype == np.uint16:  # 16 -> 8 bits
         return np.rint(alpha / 257.0).astype(np.uint8)
@@ -315,11 +287,11 @@ def save_image(
     height, width = array.shape[:2]
     if grayscale:
         luma = rgb_to_luma(array)
-        samples = _quantize(luma, bit_depth)
+        samples = from_float(luma, bit_depth)
         if alpha is not None and suffix not in _NO_ALPHA:
             samples = np.repeat(samples[:, :, None], 3, axis=2)
     else:
-        samples = _quantize(array[:, :, ::-1], bit_depth)  # RGB -> BGR for OpenCV
+        samples = from_float(array[:, :, ::-1], bit_depth)  # RGB -> BGR for OpenCV
     if alpha is not None and suffix not in _NO_ALPHA:
         samples = np.concatenate([samples, _alpha_to(alpha, bit_depth, (height, width))[:, :, None]], axis=2)
     params: list[int] = []

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-__all__ = ["dihedral", "pad_to", "random_crop", "random_dihedral", "to_tensor"]
+__all__ = ["dihedral", "pad_to", "random_crop", "random_dihedral"]
 
 
 def pad_to(array: np.ndarray, size: int) -> np.ndarray:
@@ -67,12 +66,3 @@ def random_dihedral(
     else:
         return list(arrays)
     return [dihedral(a, op) for a in arrays]
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) array -> contiguous (3, H, W) float32 tensor; integer arrays are scaled to [0, 1] by dtype."""
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) * np.float32(1 / 255)
-    elif array.dtype == np.uint16:
-        array = array.astype(np.float32) * np.float32(1 / 65535)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))

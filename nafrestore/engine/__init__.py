@@ -1,14 +1,15 @@
-"""Training engine: losses, optimizer and schedule, EMA, checkpoints, logging, validation, DDP and the loop.
+"""Training engine: losses, optimizer and schedule, EMA, checkpoints, logging, signals, DDP, one step and the loop.
 
 The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are public for reuse and tests.
+Validation scores through :func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
 """
 
 from .checkpoint import (
     FORMAT_VERSION,
+    config_for_resume,
     load_checkpoint,
     make_checkpoint,
     model_state,
-    resolve_resume_path,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -19,26 +20,17 @@ from .ema import ModelEMA
 from .logging import RunLogger, read_metrics
 from .losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
 from .optim import WarmupCosineSchedule, build_optimizer, lr_factor, param_groups
-from .trainer import (
-    BatchStream,
-    StopSignals,
-    TrainingDivergedError,
-    TrainingInterrupted,
-    TrainState,
-    config_for_resume,
-    resume_command,
-    train,
-    train_step,
-)
-from .validation import evaluate, restore
+from .signals import StopSignals, TrainingInterrupted, resume_command
+from .step import train_step
+from .trainer import LogWindow, TrainingDivergedError, TrainState, train
 
 __all__ = [
     "FORMAT_VERSION",
     "LOSSES",
-    "BatchStream",
     "CharbonnierLoss",
     "DistInfo",
     "L1Loss",
+    "LogWindow",
     "MSELoss",
     "ModelEMA",
     "PSNRLoss",
@@ -52,15 +44,12 @@ __all__ = [
     "build_loss",
     "build_optimizer",
     "config_for_resume",
-    "evaluate",
     "load_checkpoint",
     "lr_factor",
     "make_checkpoint",
     "model_state",
     "param_groups",
     "read_metrics",
-    "resolve_resume_path",
-    "restore",
     "resume_command",
     "rng_state",
     "save_checkpoint",

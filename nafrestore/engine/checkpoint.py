@@ -29,17 +29,20 @@ state (it is for inference and fine-tuning, not for resuming).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models.loading import load_weights, read_checkpoint, strip_prefixes
 from ..utils.files import atomic_write
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 FORMAT_VERSION = 1
 
@@ -192,24 +195,59 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def resolve_resume_path(resume: str | Path) -> Path:
+def config_for_resume(
+    resume: str | Path | None, config: str | Path | None = None, overrides: Sequence[str] = ()
+) -> Config:
+    """The config of a run to start or resume.
+
+    Args:
+        resume: a run directory or checkpoint to resume (None: a fresh run).
+        config: a YAML config; when None (resume only), the config stored in the checkpoint is used.
+        overrides: dotted ``key=value`` overrides applied on top (e.g. ``train.iters=20000`` to extend a run).
+
+    Returns:
+        The validated config. When resuming a checkpoint inside ``RUN_DIR/checkpoints/``, ``run.dir`` is set to
+        RUN_DIR (unless overridden) so the run continues in its own directory.
+
+    Raises:
+        ConfigError: neither a config nor a checkpoint, or an invalid override.
+        CheckpointError: the checkpoint cannot be read.
+    """
+    from ..config import config_from_dict, load_config
+
+    if resume is None:
+        if config is None:
+            raise ConfigError("Give a config file (e.g. configs/lka-nafnet-w12.yaml) or a run directory to resume.")
+        return load_config(config, overrides)
+    ckpt_path = resume_checkpoint(resume)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        stored = load_checkpoint(ckpt_path)["config"]
+        cfg = config_from_dict(stored, source=f"{ckpt_path} (stored config)", overrides=overrides)
+    run_dir = run_dir_of(ckpt_path)
+    if run_dir is not None and not any(o.startswith("run.dir=") for o in overrides):
+        cfg.run.dir = str(run_dir)
+    return cfg
+
+
+def resume_checkpoint(resume: str | Path) -> Path:
     """The checkpoint to resume from: ``RUN_DIR/checkpoints/last.pt`` for a run directory, else the file itself.
 
     Raises:
         CheckpointError: nothing to resume there.
     """
-    resume = Path(resume)
-    if resume.is_dir():
-        ckpt = resume / "checkpoints" / "last.pt"
-        if not ckpt.is_file():
-            raise CheckpointError(
-                f"{resume} is a directory without checkpoints/last.pt: nothing to resume. Give a run directory "
-                "that has trained at least until its first checkpoint, or a checkpoint file."
-            )
-        return ckpt
-    if not resume.is_file():
+    from ..models.loading import find_checkpoint
+
+    if not Path(resume).exists():
         raise CheckpointError(f"Cannot resume from {resume}: no such run directory or checkpoint file.")
-    return resume
+    try:
+        return find_checkpoint(resume, prefer="last", fallback=False)
+    except CheckpointError:
+        raise CheckpointError(
+            f"{resume} is a directory without checkpoints/last.pt: nothing to resume. Give a run directory that has "
+            "trained at least until its first checkpoint, or a checkpoint file."
+        ) from None
 
 
 def run_dir_of(ckpt_path: Path) -> Path | None:
@@ -237,7 +275,8 @@ __all__ = [
     "load_model_state",
     "make_checkpoint",
     "model_state",
-    "resolve_resume_path",
+    "config_for_resume",
+    "resume_checkpoint",
     "rng_state",
     "run_dir_of",
     "save_checkpoint",

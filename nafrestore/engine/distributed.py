@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError, NafrestoreError
 from ..utils.device import resolve_device
 
 
@@ -57,10 +58,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def setup_distributed(device_spec: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the ``torchrun`` process group if launched by it, and pick this process's device.
 
@@ -70,7 +67,10 @@ def setup_distributed(device_spec: str = "auto") -> tuple[DistInfo, torch.device
     Returns:
         (this process's :class:`DistInfo`, its device).
     """
-    device = resolve_device(device_spec)
+    try:
+        device = resolve_device(device_spec)
+    except NafrestoreError as exc:
+        raise ConfigError(f"run.device: {exc}") from None
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return DistInfo(), device
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -117,25 +117,14 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every process."""
-    if not is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 __all__ = [
     "DistInfo",
     "all_gather_objects",
     "all_reduce_sum",
     "barrier",
-    "broadcast_object",
     "get_rank",
     "get_world_size",
     "is_initialized",
-    "is_main_process",
     "launched_by_torchrun",
     "setup_distributed",
     "teardown_distributed",

@@ -192,7 +192,7 @@ class RunLogger:
         train = [r for r in self.history if isinstance(r.get("loss"), int | float)]
         key = f"val/{self.curve_metric}"
         val = [r for r in self.history if isinstance(r.get(key), int | float)]
-        inputs = [r[f"val/input/{self.curve_metric}"] for r in self.history if f"val/input/{self.curve_metric}" in r]
+        inputs = [r[f"val/input_{self.curve_metric}"] for r in self.history if f"val/input_{self.curve_metric}" in r]
         fig = Figure(figsize=(12, 3.6), layout="constrained")
         FigureCanvasAgg(fig)  # Agg canvas: renders without a display and without touching pyplot's global state
         ax_loss, ax_lr, ax_val = fig.subplots(1, 3)

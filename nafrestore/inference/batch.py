@@ -7,8 +7,9 @@ restored or written are recorded with the reason and the run goes on; :class:`Ba
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from torch import nn
 
 from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
 from ..errors import NafrestoreError
+from ..utils.device import resolve_precision
 from .api import restore_rgb
 from .fold import in_channels
-from .tiling import DEFAULT_OVERLAP, auto_tile, forward, resolve_precision
+from .tiling import DEFAULT_OVERLAP, auto_tile, restore_batch
 
 __all__ = ["BatchReport", "Job", "plan_jobs", "restore_files"]
 
@@ -157,7 +159,7 @@ class _Runner:
     def restore_many(self, images: list[LoadedImage]) -> list[np.ndarray]:
         """Same-size images in one forward pass."""
         batch = torch.from_numpy(np.stack([self.model_input(im) for im in images])).permute(0, 3, 1, 2)
-        out = forward(self.model, batch.to(self.device), tta=self.tta, precision=self.precision)
+        out = restore_batch(self.model, batch, tta=self.tta, precision=self.precision, max_megapixels=math.inf)
         return [np.ascontiguousarray(o) for o in out.permute(0, 2, 3, 1).cpu().numpy()]
 
     def save(self, job: Job, image: LoadedImage, restored: np.ndarray) -> None:
@@ -210,26 +212,28 @@ def restore_files(
     Raises:
         NafrestoreError: bad arguments, missing inputs, or no images found (nothing is written then).
     """
-    from tqdm.auto import tqdm
-
     if isinstance(inputs, str | Path):
         inputs = [inputs]
     if batch < 1:
         raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
     jobs = plan_jobs(inputs, out_dir, glob=glob, suffix=suffix, ext=ext)
     runner = _Runner(
-        model,
-        tile=tile,
-        overlap=overlap,
-        tta=tta,
-        precision=precision,
-        max_megapixels=max_megapixels,
-        quality=quality,
+        model, tile=tile, overlap=overlap, tta=tta, precision=precision, max_megapixels=max_megapixels, quality=quality
     )
     report = BatchReport()
-    start = time.perf_counter()
+    todo = _triage(jobs, overwrite, report)
+    if batch > 1:
+        todo.sort(key=lambda job: (_size_or_zero(job.source), str(job.source)))
+    with _Progress(len(jobs), progress, report) as bar:
+        bar.update(len(jobs) - len(todo))
+        _run(todo, runner, batch, bar, report)
+    report.seconds = bar.elapsed
+    return report
 
-    # Outputs that collide (with an input or with each other) fail up front; existing ones are skipped.
+
+def _triage(jobs: list[Job], overwrite: bool, report: BatchReport) -> list[Job]:
+    """The jobs to run. Outputs that collide (with an input or with each other) fail up front; existing ones are
+    skipped unless ``overwrite``."""
     todo: list[Job] = []
     seen: dict[Path, Path] = {}
     sources = {job.source.resolve() for job in jobs}
@@ -247,11 +251,36 @@ def restore_files(
         else:
             seen[target] = job.source
             todo.append(job)
-    if batch > 1:
-        todo.sort(key=lambda job: (_size_or_zero(job.source), str(job.source)))
+    return todo
 
-    bar = tqdm(total=len(jobs), unit="img", disable=not progress, dynamic_ncols=True)
-    bar.update(len(jobs) - len(todo))
+
+class _Progress:
+    """A tqdm bar over files showing the throughput (MP/s), and the run's clock."""
+
+    def __init__(self, total: int, enabled: bool, report: BatchReport) -> None:
+        from tqdm.auto import tqdm
+
+        self.report = report
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, unit="img", disable=not enabled, dynamic_ncols=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def update(self, n: int = 1) -> None:
+        self.bar.set_postfix_str(f"{self.report.megapixels / max(self.elapsed, 1e-9):.2f} MP/s", refresh=False)
+        self.bar.update(n)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _run(todo: list[Job], runner: _Runner, batch: int, bar: _Progress, report: BatchReport) -> None:
+    """Read, restore and write each job; a failure is recorded with its reason and the run goes on."""
 
     def done(job: Job, image: LoadedImage | None, restored: np.ndarray | None, error: BaseException | None) -> None:
         if error is None and image is not None and restored is not None:
@@ -263,56 +292,44 @@ def restore_files(
                 error = exc
         if error is not None:
             report.failed.append((job.source, _error_reason(error)))
-        elapsed = time.perf_counter() - start
-        bar.set_postfix_str(f"{report.megapixels / max(elapsed, 1e-9):.2f} MP/s", refresh=False)
         bar.update(1)
 
     pending: list[tuple[Job, LoadedImage]] = []
+    for job in todo:
+        try:
+            image = load_image(job.source)
+        except Exception as exc:  # noqa: BLE001 - unreadable file: report and go on
+            done(job, None, None, exc)
+            continue
+        # Same-size images that need no tiling go through the network together, up to `batch` at a time.
+        if pending and (batch == 1 or runner.needs_tiling(image) or pending[0][1].rgb.shape != image.rgb.shape):
+            _flush(pending, runner, done)
+        pending.append((job, image))
+        if len(pending) >= batch or runner.needs_tiling(image):
+            _flush(pending, runner, done)
+    _flush(pending, runner, done)
 
-    def flush() -> None:
-        if not pending:
+
+def _flush(pending: list[tuple[Job, LoadedImage]], runner: _Runner, done: Callable[..., None]) -> None:
+    """Restore the pending images (together when several; one at a time if that fails) and empty the list."""
+    group = list(pending)
+    pending.clear()
+    if len(group) > 1:
+        try:
+            outputs = runner.restore_many([image for _, image in group])
+        except Exception:  # noqa: BLE001 - e.g. out of memory: retry one at a time
+            outputs = None
+        if outputs is not None:
+            for (job, image), restored in zip(group, outputs, strict=True):
+                done(job, image, restored, None)
             return
-        group = list(pending)
-        pending.clear()
-        if len(group) > 1:
-            try:
-                outputs = runner.restore_many([image for _, image in group])
-            except Exception:  # noqa: BLE001 - e.g. out of memory: retry one at a time
-                outputs = None
-            if outputs is not None:
-                for (job, image), restored in zip(group, outputs, strict=True):
-                    done(job, image, restored, None)
-                return
-        for job, image in group:
-            try:
-                restored = runner.restore_one(image)
-            except Exception as exc:  # noqa: BLE001
-                done(job, image, None, exc)
-                continue
-            done(job, image, restored, None)
-
-    try:
-        for job in todo:
-            try:
-                image = load_image(job.source)
-            except Exception as exc:  # noqa: BLE001 - unreadable file: report and go on
-                done(job, None, None, exc)
-                continue
-            if batch == 1 or runner.needs_tiling(image):
-                flush()
-                pending.append((job, image))
-                flush()
-                continue
-            if pending and pending[0][1].rgb.shape != image.rgb.shape:
-                flush()
-            pending.append((job, image))
-            if len(pending) >= batch:
-                flush()
-        flush()
-    finally:
-        bar.close()
-    report.seconds = time.perf_counter() - start
-    return report
+    for job, image in group:
+        try:
+            restored = runner.restore_one(image)
+        except Exception as exc:  # noqa: BLE001
+            done(job, image, None, exc)
+            continue
+        done(job, image, restored, None)
 
 
 def _size_or_zero(path: Path) -> tuple[int, int]:

@@ -27,8 +27,8 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..models.layers import LocalAvgPool2d, use_plain_layernorm
+from ..models.loading import ModelSpec, load_spec
 from ..utils.files import atomic_path
-from .api import ModelSpec, load_spec
 from .fold import fold_for_inference
 
 __all__ = ["EXPORT_FORMATS", "ExportableNet", "export_model", "exportable_module"]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from nafrestore.errors import DataError
+from nafrestore.utils.pixels import INTEGER_DTYPES, round_to_8bit, to_float
 
 # ITU-R BT.601 luma on the "studio swing" scale, as MATLAB's rgb2ycbcr and BasicSR's rgb2ycbcr / to_y_channel:
 # Y = 16 + (65.481 R + 128.553 G + 24.966 B) for R, G, B in [0, 1], i.e. Y in [16, 235] on the 0-255 scale.
@@ -30,7 +31,8 @@ def image_to_tensor(img: np.ndarray, *, bgr: bool = False, device: torch.device 
     """An HxWxC (or HxW) image array as a (1, C, H, W) float32 tensor in [0, 1].
 
     Args:
-        img: uint8 (divided by 255), uint16 (divided by 65535) or float (taken as already in [0, 1]) array.
+        img: uint8 or uint16 (scaled to [0, 1] by :func:`nafrestore.utils.pixels.to_float`) or float (taken as
+            already in [0, 1]) array.
         bgr: the array is BGR (as from ``cv2.imread``); its channels are reversed to RGB.
         device: where to put the tensor.
     """
@@ -41,14 +43,9 @@ def image_to_tensor(img: np.ndarray, *, bgr: bool = False, device: torch.device 
         raise DataError(f"expected an HxW or HxWxC image array, got shape {arr.shape}")
     if bgr and arr.shape[2] >= 3:
         arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)  # BGR(A) -> RGB(A)
-    if arr.dtype == np.uint8:
-        t = torch.from_numpy(arr.astype(np.float32) / 255.0)
-    elif arr.dtype == np.uint16:
-        t = torch.from_numpy(arr.astype(np.float32) / 65535.0)
-    elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.from_numpy(arr.astype(np.float32))
-    else:
+    if arr.dtype not in INTEGER_DTYPES and not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"unsupported image dtype {arr.dtype}: expected uint8, uint16 or float in [0, 1]")
+    t = torch.from_numpy(to_float(arr))
     return t.permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
 
 
@@ -78,13 +75,12 @@ def as_float01(x: Tensor) -> Tensor:
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Clamp to [0, 1] and round to 8 bits: (B, C, H, W) float in [0, 1] -> the same shape, values k / 255.
+    """Clamp to [0, 1] and round to 8 bits: (B, C, H, W) float in [0, 1] (or uint8) -> the same shape, values k / 255.
 
-    The rounding is done in the input's float dtype like BasicSR's ``tensor2img`` (``(x * 255).round()``,
-    round-half-to-even), so it reproduces what ``cv2.imwrite`` would have stored.
+    BasicSR's ``tensor2img`` rounding (see :func:`nafrestore.utils.pixels.round_to_8bit`), so it reproduces what
+    ``cv2.imwrite`` would have stored.
     """
-    x = as_float01(x)
-    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+    return round_to_8bit(as_float01(x))
 
 
 def tensor_to_uint8(x: Tensor) -> np.ndarray:
@@ -92,7 +88,7 @@ def tensor_to_uint8(x: Tensor) -> np.ndarray:
     x = as_float01(x)
     if x.ndim == 3:
         x = x.unsqueeze(0)
-    q = x.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    q = round_to_8bit(x.detach()).mul(255.0).round().to(torch.uint8)
     return q.permute(0, 2, 3, 1).cpu().numpy()
 
 

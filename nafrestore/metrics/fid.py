@@ -30,7 +30,7 @@ from nafrestore.errors import DataError, WeightsError
 from nafrestore.metrics.common import MetricWarning, as_float01, check_pair, exact_fp32
 from nafrestore.metrics.common import crop_border as _crop
 from nafrestore.metrics.common import quantize as _quantize
-from nafrestore.metrics.weights import load_weights, resolve_weights
+from nafrestore.metrics.weights import read_weights_file, resolve_weights
 
 FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 FID_DIMS = 2048
@@ -120,7 +120,7 @@ def get_fid_extractor(
     device = torch.device(device)
     key = (str(device), os.path.abspath(path))
     if key not in _EXTRACTORS:
-        net = FIDInceptionFeatures(build_fid_inception(load_weights(path), str(path))).eval()
+        net = FIDInceptionFeatures(build_fid_inception(read_weights_file(path), str(path))).eval()
         for p in net.parameters():
             p.requires_grad_(False)
         _EXTRACTORS[key] = net.to(device)

@@ -19,7 +19,7 @@ from nafrestore.errors import WeightsError
 from nafrestore.metrics.common import as_float01, check_pair, exact_fp32, float64_device
 from nafrestore.metrics.common import crop_border as _crop
 from nafrestore.metrics.common import quantize as _quantize
-from nafrestore.metrics.weights import load_weights, resolve_weights
+from nafrestore.metrics.weights import read_weights_file, resolve_weights
 
 LPIPS_NETS = ("alex", "vgg")
 BACKBONE_WEIGHTS = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -96,7 +96,7 @@ def get_lpips_model(
     device = torch.device(device)
     key = (net, str(device), os.path.abspath(path))
     if key not in _MODELS:
-        _MODELS[key] = build_lpips(net, load_weights(path), str(path)).to(device)
+        _MODELS[key] = build_lpips(net, read_weights_file(path), str(path)).to(device)
     return _MODELS[key]
 
 

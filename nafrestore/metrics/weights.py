@@ -226,7 +226,7 @@ def weights_status(weights_dir: str | os.PathLike | None = None) -> list[dict[st
     return rows
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, Any]:
+def read_weights_file(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` a state dict safely (``weights_only``) on the CPU; unreadable files raise WeightsError."""
     import torch
 

@@ -1,4 +1,8 @@
-"""Model registry: build networks by name with ``create_model(name, **kwargs)``."""
+"""Model registry: build networks by name with ``create_model(name, **kwargs)``.
+
+Outside ``models/`` networks are built through :func:`nafrestore.models.loading.build_model` (from a config or a
+checkpoint), which wraps :func:`create_model` with a user-facing error.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,9 @@ def create_model(name: str, *, tlc_train_size: int | None = None, **kwargs) -> n
     return model
 
 
-def model_from_config(name: str, args: dict, tlc: bool = False, tlc_train_size: int = 256) -> nn.Module:
-    """Build the model a config's ``model`` section describes (its fields passed as plain arguments)."""
-    return create_model(name, tlc_train_size=tlc_train_size if tlc else None, **args)
-
-
 def list_models() -> list[str]:
     """The registered model names."""
     return MODELS.names()
 
 
-__all__ = ["MODELS", "LKANAFNet", "NAFNet", "create_model", "list_models", "model_from_config"]
+__all__ = ["MODELS", "LKANAFNet", "NAFNet", "create_model", "list_models"]

@@ -1,4 +1,12 @@
-"""Reading weights: the project's checkpoints, the official NAFNet releases and bare state dicts.
+"""From a path to a model: which file, which architecture, which weights. The one place that does it.
+
+- :func:`find_checkpoint`: a run directory or a file -> the checkpoint file (``best`` or ``last``).
+- :func:`find_config`: a YAML path or a preset name (``lka-nafnet-w12``) -> the config file.
+- :func:`load_spec`: any of those (a checkpoint, run directory, safetensors export, or a config/preset plus weights)
+  -> a :class:`ModelSpec`: the architecture, the weights and where they came from.
+- :func:`build_model`: a registered name and its arguments -> the network (the training loop, ``info``, ``infer``,
+  ``eval`` and ``export`` all build through it).
+- :func:`load_weights`: a state dict into a network, strictly, with one readable message on any mismatch.
 
 Files are read with ``torch.load(weights_only=True)``, so a pickle that carries code is refused. Accepted
 layouts: a nafrestore checkpoint (``{"model_name", "model_args", "model", ...}``), BasicSR/NAFNet release files
@@ -8,17 +16,78 @@ layouts: a nafrestore checkpoint (``{"model_name", "model_args", "model", ...}``
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NafrestoreError
 
 _PREFIXES = ("module.", "_orig_mod.")
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Which file
+
+
+def find_checkpoint(path: str | Path, prefer: str = "best", *, fallback: bool = True) -> Path:
+    """The checkpoint file that ``path`` names.
+
+    Args:
+        path: a checkpoint file, or a run directory written by ``nafrestore train``.
+        prefer: in a run directory, ``best`` (the validated weights, for inference) or ``last`` (the full training
+            state, for resuming).
+        fallback: in a run directory without the preferred file, take the other one.
+
+    Raises:
+        CheckpointError: nothing there, saying what was looked for.
+    """
+    if prefer not in ("best", "last"):
+        raise ValueError(f"prefer must be 'best' or 'last', got {prefer!r}")
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path} does not exist. Give a checkpoint file (.pt/.pth/.safetensors) or a run directory written by "
+            f"`nafrestore train`."
+        )
+    order = [prefer, *(["last" if prefer == "best" else "best"] if fallback else [])]
+    for name in order:
+        candidate = path / "checkpoints" / f"{name}.pt"
+        if candidate.is_file():
+            return candidate
+    wanted = " or ".join(f"checkpoints/{name}.pt" for name in order)
+    raise CheckpointError(
+        f"{path} is a folder without {wanted}: give a run directory written by `nafrestore train` that has trained "
+        f"until its first checkpoint, or the path of a checkpoint file."
+    )
+
+
+def find_config(source: str | Path) -> Path | None:
+    """The YAML file ``source`` names: a .yaml/.yml path, or a preset name such as ``lka-nafnet-w12`` (looked up in
+    ``./configs`` and then in the project's ``configs/``); None when it names neither."""
+    path = Path(source)
+    if path.suffix in _CONFIG_SUFFIXES:
+        return path
+    if path.exists() or len(path.parts) != 1:
+        return None
+    for folder in (Path.cwd() / "configs", _ROOT / "configs"):
+        candidate = folder / f"{path.name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading files
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -88,6 +157,10 @@ def state_dict_from(obj: Mapping[str, Any], prefer_ema: bool = True) -> dict[str
     return state
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Building and loading
+
+
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict with wrapper prefixes removed: ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile),
     in any order and nesting."""
@@ -127,18 +200,170 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     return model
 
 
-def model_from_checkpoint(ckpt: Mapping[str, Any], source: str = "the checkpoint") -> nn.Module:
-    """Rebuild the network stored in a nafrestore checkpoint (name + arguments + weights), in eval mode.
+def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None = None) -> nn.Module:
+    """The registered network ``name`` built with ``args``, with random weights, in training mode.
+
+    Args:
+        name: registered model name (``nafnet``, ``lka_nafnet``).
+        args: the model's keyword arguments (width, block counts, ...).
+        tlc_train_size: switch the test-time local converter on for this training patch size (None: off).
 
     Raises:
-        CheckpointError: the file holds bare weights without the architecture.
+        NafrestoreError: an unknown name or arguments the model does not take.
     """
     from . import create_model
 
+    try:
+        return create_model(name, tlc_train_size=tlc_train_size, **dict(args))
+    except (TypeError, ValueError, KeyError) as exc:
+        reason = exc.args[0] if exc.args else exc
+        raise NafrestoreError(f"Model {name!r} cannot be built with {dict(args)}: {reason}") from None
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a trained network: architecture, TLC setting, weights and where they came from.
+
+    Attributes:
+        model_name: registered model name (``nafnet``, ``lka_nafnet``).
+        model_args: the model's keyword arguments.
+        tlc_train_size: TLC training size when TLC is on by default, else None.
+        config: the training config as a dict ({} when unknown).
+        state: the (unfolded) state dict; None for an architecture without weights (``nafrestore info CONFIG``).
+        source: a readable description of the files, for messages.
+        tlc_size_hint: training patch size to use if TLC is switched on (``tlc=True``) while off by default.
+    """
+
+    model_name: str
+    model_args: dict[str, Any]
+    tlc_train_size: int | None
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor] | None
+    source: str
+    tlc_size_hint: int = 256
+
+    def build(self, tlc: bool | None = None) -> nn.Module:
+        """The unfolded network with the weights loaded (random without weights), in eval mode on the CPU.
+
+        Args:
+            tlc: True/False switch TLC on/off; None keeps the spec's setting.
+        """
+        size = self.tlc_train_size
+        if tlc is True:
+            size = size or self.tlc_size_hint
+        elif tlc is False:
+            size = None
+        try:
+            model = build_model(self.model_name, self.model_args, size)
+        except NafrestoreError as exc:
+            raise CheckpointError(f"{exc} (architecture from {self.source})") from None
+        if self.state is not None:
+            load_weights(model, self.state, self.source)
+        return model.eval()
+
+    def metadata(self) -> dict[str, Any]:
+        """What a safetensors export stores next to the weights (read back by :func:`read_checkpoint`)."""
+        return {
+            "format_version": 1,
+            "model_name": self.model_name,
+            "model_args": self.model_args,
+            "tlc_train_size": self.tlc_train_size,
+            "config": self.config,
+        }
+
+
+def load_spec(source: str | Path, weights: str | Path | None = None, *, require_weights: bool = True) -> ModelSpec:
+    """Resolve a checkpoint, run directory, safetensors export, or config/preset + weights to a :class:`ModelSpec`.
+
+    Args:
+        source: a nafrestore checkpoint, a run directory (its best checkpoint), a ``.safetensors`` export, or a
+            YAML config / preset name that names the architecture.
+        weights: with a config or preset: the weights (any checkpoint or state dict of that architecture).
+        require_weights: a config without weights is an error (restoring with random weights only makes noise);
+            False allows it and gives a spec without weights (for ``nafrestore info``).
+
+    Raises:
+        CheckpointError: unreadable files, bare weights without an architecture, a config without weights, or
+            weights that do not fit the architecture.
+    """
+    config_path = find_config(source)
+    if config_path is not None:
+        return _spec_from_config(config_path, weights, require_weights)
+    if weights is not None:
+        raise CheckpointError(
+            f"weights= / --ckpt goes with a config or preset that names the architecture, but {source} is not a "
+            f"YAML config or known preset. Give a nafrestore checkpoint alone, or a config plus the weights."
+        )
+    path = find_checkpoint(source)
+    ckpt = read_checkpoint(path)
     if "model_name" not in ckpt:
         raise CheckpointError(
-            f"{source} holds bare weights without the architecture (e.g. an official NAFNet release). "
-            f"Name the architecture with --model, e.g. --model configs/nafnet-sidd-width32.yaml."
+            f"{path} holds bare weights without the architecture (e.g. an official NAFNet release). Name the "
+            f"architecture with --model, e.g. --model configs/nafnet-sidd-width32.yaml --ckpt {path} "
+            f"(Python: load_model('configs/nafnet-sidd-width32.yaml', weights={str(path)!r}))."
         )
-    model = create_model(ckpt["model_name"], tlc_train_size=ckpt.get("tlc_train_size"), **ckpt.get("model_args", {}))
-    return load_weights(model, state_dict_from(ckpt), source).eval()
+    config = ckpt.get("config") or {}
+    if isinstance(config, str):  # tolerate a JSON string
+        config = json.loads(config)
+    tlc_size = ckpt.get("tlc_train_size")
+    return ModelSpec(
+        model_name=str(ckpt["model_name"]),
+        model_args=dict(ckpt.get("model_args") or {}),
+        tlc_train_size=int(tlc_size) if tlc_size else None,
+        config=dict(config),
+        state=state_dict_from(ckpt),
+        source=str(path),
+        tlc_size_hint=int(tlc_size) if tlc_size else _config_tlc_size(config),
+    )
+
+
+def _spec_from_config(config_path: Path, weights: str | Path | None, require_weights: bool) -> ModelSpec:
+    from ..config import config_to_dict, load_config
+
+    if weights is None and require_weights:
+        raise CheckpointError(
+            f"{config_path} is a config: it describes the architecture but holds no trained weights, and restoring "
+            f"with random weights would only produce noise. Add the weights, e.g. --model {config_path} "
+            f"--ckpt NAFNet-SIDD-width32.pth (Python: load_model({str(config_path)!r}, weights=...))."
+        )
+    cfg = load_config(config_path)
+    state, source = None, str(config_path)
+    if weights is not None:
+        weights_path = find_checkpoint(weights)
+        state = state_dict_from(read_checkpoint(weights_path))
+        source = f"{weights_path} (architecture from {config_path})"
+    return ModelSpec(
+        model_name=cfg.model.name,
+        model_args=dict(cfg.model.args),
+        tlc_train_size=cfg.model.tlc_train_size if cfg.model.tlc else None,
+        config=config_to_dict(cfg),
+        state=state,
+        source=source,
+        tlc_size_hint=cfg.model.tlc_train_size,
+    )
+
+
+def _config_tlc_size(config: Mapping[str, Any]) -> int:
+    model = config.get("model", {}) if isinstance(config, Mapping) else {}
+    size = model.get("tlc_train_size") if isinstance(model, Mapping) else None
+    return int(size) if isinstance(size, int) and size > 0 else 256
+
+
+def resolve_source(
+    checkpoint: str | Path | None = None, model: str | Path | None = None
+) -> tuple[str | Path, str | Path | None]:
+    """The command-line convention -> :func:`load_spec` arguments: ``--ckpt C`` alone, or ``--model CONFIG --ckpt W``.
+
+    Raises:
+        NafrestoreError: neither given, or ``--model`` with a config but no ``--ckpt``.
+    """
+    if model is not None:
+        if checkpoint is None and find_config(model) is not None:
+            raise CheckpointError(
+                f"--model {model} names an architecture but no trained weights: add --ckpt WEIGHTS (e.g. an "
+                f"official NAFNet release .pth or a nafrestore checkpoint). Random weights would only produce noise."
+            )
+        return model, checkpoint
+    if checkpoint is None:
+        raise NafrestoreError("Give the weights with --ckpt CHECKPOINT (and --model CONFIG for bare state dicts).")
+    return checkpoint, None

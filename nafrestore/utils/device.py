@@ -1,7 +1,7 @@
 """Devices, seeding and mixed precision.
 
-``resolve_device`` turns the ``run.device`` setting into a :class:`torch.device`; ``resolve_amp`` decides which
-mixed precision a device can run; ``autocast`` is the matching context manager; ``seed_everything`` seeds Python,
+``resolve_device`` turns a device name into a :class:`torch.device`; ``resolve_precision`` checks that a device can
+run a precision (fp32 | bf16 | fp16); ``autocast`` is the matching context manager; ``seed_everything`` seeds Python,
 NumPy and torch at once.
 """
 
@@ -15,11 +15,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import NafrestoreError
 
 log = logging.getLogger("nafrestore")
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Precision names, as in ``train.precision`` and ``--precision``.
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _mps_available() -> bool:
@@ -31,7 +33,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """The device named by ``spec``: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 
     Raises:
-        ConfigError: the device is not available on this machine (with what is).
+        NafrestoreError: the name is unknown or the device is not available on this machine. The message names the
+            device, not the setting that gave it; callers that know the setting (``run.device``) prefix it.
     """
     if isinstance(spec, torch.device):
         return spec
@@ -43,41 +46,51 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise ConfigError("run.device is 'mps' but this machine has no usable MPS device; use auto or cpu.")
+            raise NafrestoreError("device 'mps' is not available: this machine has no MPS device; use auto or cpu.")
         return torch.device("mps")
-    if spec == "cuda" or spec.startswith("cuda:"):
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ConfigError(f"run.device is {spec!r} but CUDA is not available here; use run.device=auto or cpu.")
+            raise NafrestoreError(f"device {spec!r} is not available: CUDA is not available here; use auto or cpu.")
         device = torch.device(spec)
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ConfigError(f"run.device is {spec!r} but this machine has {count} CUDA device(s) (0..{count - 1}).")
+            raise NafrestoreError(f"device {spec!r} is not available: this machine has {count} CUDA device(s).")
         return device
-    raise ConfigError(f"run.device must be auto, cpu, cuda, cuda:N or mps; got {spec!r}.")
+    raise NafrestoreError(f"device must be auto, cpu, cuda, cuda:N or mps; got {spec!r}.")
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """The mixed precision actually used for ``amp`` (``none`` | ``bf16`` | ``fp16``) on ``device``.
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Check a precision name for a device; the one rule that train, eval and infer share.
 
-    fp16 autocast on the CPU is slow and only partly supported, so there it falls back to ``none`` (full float32)
-    with a warning rather than failing: a config written for a GPU still runs on a laptop with ``device: auto``.
-    bf16 is allowed everywhere autocast supports it (CPU, CUDA, MPS).
+    ``fp32`` runs everywhere. ``bf16`` (autocast to bfloat16) runs on the CPU, MPS and CUDA GPUs that support it.
+    ``fp16`` (autocast to float16; training adds a gradient scaler) needs a GPU: the CPU has no fp16 autocast worth
+    using, so asking for it there is an error rather than a silent change of numerics.
+
+    Returns:
+        ``precision`` itself, checked.
+
+    Raises:
+        NafrestoreError: an unknown name, or a precision the device cannot run.
     """
-    if amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"train.amp must be none, bf16 or fp16; got {amp!r}.")
-    if amp == "fp16" and device.type == "cpu":
-        log.warning("train.amp=fp16 is not supported on the CPU; training in float32 instead (bf16 would work).")
-        return "none"
-    return amp
+    if precision not in PRECISIONS:
+        raise NafrestoreError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision == "fp16" and device.type == "cpu":
+        raise NafrestoreError(
+            "precision fp16 needs a GPU (cuda or mps): the CPU has no fp16 autocast worth using. "
+            "Use bf16 (CPU autocast) or fp32 on the CPU."
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise NafrestoreError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16.")
+    return precision
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, amp: str) -> Iterator[None]:
-    """Autocast to ``amp``'s dtype on ``device`` (a no-op for ``none``)."""
-    if amp == "none":
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Autocast to ``precision``'s dtype on ``device`` (a no-op for ``fp32``)."""
+    if precision == "fp32":
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]):
+    with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision]):
         yield
 
 
@@ -88,4 +101,4 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds all CUDA devices
 
 
-__all__ = ["autocast", "resolve_amp", "resolve_device", "seed_everything"]
+__all__ = ["PRECISIONS", "autocast", "resolve_device", "resolve_precision", "seed_everything"]
