@@ -35,6 +35,13 @@ def test_info_on_a_config_prints_counts_and_layout():
     assert "3 x LKABlock" in result.output and "1 x NAFBlock" in result.output
 
 
+def test_info_on_the_lska_preset_prints_its_counts():
+    result = runner.invoke(app, ["info", str(CONFIGS / "lka-nafnet-w12-lska.yaml"), "--size", "256"])
+    assert result.exit_code == 0, result.output
+    assert "431,679" in result.output and "1.371 G" in result.output
+    assert "'attention': 'lska', 'kernel_size': 23" in result.output
+
+
 def test_info_on_a_checkpoint(tmp_path):
     args = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
     model = create_model("nafnet", **args)

@@ -17,6 +17,7 @@ def test_configs_folder_is_not_empty():
     names = {p.name for p in CONFIGS}
     assert {
         "lka-nafnet-w12.yaml",
+        "lka-nafnet-w12-lska.yaml",
         "nafnet-sidd-width32.yaml",
         "nafnet-sidd-width64.yaml",
         "nafnet-gopro-width32.yaml",

@@ -23,9 +23,9 @@ ARGS = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
 TLC = 16
 
 
-def randomized(tlc: int | None) -> torch.nn.Module:
+def randomized(tlc: int | None, args: dict | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_model("lka_nafnet", tlc_train_size=tlc, **ARGS).eval()
+    model = create_model("lka_nafnet", tlc_train_size=tlc, **(args or ARGS)).eval()
     with torch.no_grad():
         for key, p in model.named_parameters():
             if p.ndim == 1 or key.endswith(("beta", "gamma")):
@@ -51,6 +51,26 @@ def ckpt(tmp_path_factory, tlc_model):
 
 
 SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
+
+# The same network with LSKA attention (kernel 35: dilated 1 x 11 / 11 x 1 convs, wider than the 23-px test image).
+LSKA_ARGS = dict(ARGS, attention="lska", kernel_size=35)
+
+
+@pytest.fixture(scope="module")
+def lska_model() -> torch.nn.Module:
+    return randomized(TLC, LSKA_ARGS)
+
+
+@pytest.fixture(scope="module")
+def lska_ckpt(tmp_path_factory, lska_model):
+    path = tmp_path_factory.mktemp("ckpt") / "lska.pt"
+    config = {"model": {"name": "lka_nafnet", "tlc": True, "tlc_train_size": TLC, **LSKA_ARGS}}
+    torch.save(
+        {"format_version": 1, "model_name": "lka_nafnet", "model_args": LSKA_ARGS, "tlc_train_size": TLC,
+         "config": config, "model": lska_model.state_dict()},
+        path,
+    )  # fmt: skip
+    return path
 
 
 def test_onnx_matches_torch_at_two_sizes(tmp_path, ckpt, tlc_model):
@@ -94,6 +114,28 @@ def test_torchscript_has_dynamic_size(tmp_path, ckpt, tlc_model):
         x = torch.rand(1, 3, h, w)
         with torch.inference_mode():
             assert torch.allclose(scripted(x), tlc_model(x), atol=1e-4)
+
+
+def test_lska_onnx_and_torchscript_match_torch(tmp_path, lska_ckpt, lska_model):
+    import onnxruntime as ort
+
+    onnx_path = export_model(lska_ckpt, tmp_path / "lska.onnx", format="onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ts_path = export_model(lska_ckpt, tmp_path / "lska.pt", format="torchscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x
+        scripted = torch.jit.load(str(ts_path))
+    for h, w in SIZES:
+        x = torch.rand(2, 3, h, w)
+        with torch.inference_mode():
+            want = lska_model(x)
+            got_ts = scripted(x)
+        got_onnx = session.run(None, {"input": x.numpy()})[0]
+        assert got_onnx.shape == tuple(want.shape)
+        assert np.abs(got_onnx - want.numpy()).max() < 1e-4
+        assert torch.allclose(got_ts, want, atol=1e-4)
+    stored = read_checkpoint(export_model(lska_ckpt, tmp_path / "lska.safetensors", format="safetensors"))
+    assert stored["model_args"] == LSKA_ARGS
 
 
 def test_export_options_and_errors(tmp_path, ckpt):

@@ -15,7 +15,7 @@ from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import FoldedLayerNorm2d, prefer_channels_last
 from nafrestore.inference.tiling import auto_tile, forward, tile_starts, tile_weights
 from nafrestore.models import create_model
-from nafrestore.models.layers import LayerNorm2d
+from nafrestore.models.layers import LargeSeparableKernelAttention, LayerNorm2d
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 
 TINY = {
@@ -24,10 +24,13 @@ TINY = {
 }
 
 
-def randomized(name: str, seed: int = 0, tlc: int | None = None, scale: float = 0.5) -> torch.nn.Module:
-    """A tiny model with every 1-D parameter (norm affines, biases) and beta/gamma/layer scales randomized."""
+def randomized(name: str, seed: int = 0, tlc: int | None = None, scale: float = 0.5, **args) -> torch.nn.Module:
+    """A tiny model with every 1-D parameter (norm affines, biases) and beta/gamma/layer scales randomized.
+
+    ``args`` are extra model arguments (e.g. ``attention="lska"``).
+    """
     torch.manual_seed(seed)
-    model = create_model(name, tlc_train_size=tlc, **TINY[name]).eval()
+    model = create_model(name, tlc_train_size=tlc, **TINY[name], **args).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for key, p in model.named_parameters():
@@ -73,6 +76,21 @@ def photo(height: int = 128, width: int | None = None) -> np.ndarray:
 def test_folded_model_equals_unfolded(name, tlc, channels_last):
     model = randomized(name, tlc=tlc)
     folded = fold_for_inference(model, channels_last=channels_last)
+    x = torch.rand(2, 3, 37, 30)
+    with torch.inference_mode():
+        want, got = model(x), folded(x)
+    assert (want - x).abs().max() > 0.1  # the randomized model is far from the identity
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("kernel_size", [23, 65])
+@pytest.mark.parametrize("tlc", [None, 16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_lska_model_equals_unfolded(kernel_size, tlc, channels_last):
+    model = randomized("lka_nafnet", tlc=tlc, attention="lska", kernel_size=kernel_size)
+    folded = fold_for_inference(model, channels_last=channels_last)
+    units = [m for m in folded.modules() if isinstance(m, LargeSeparableKernelAttention)]
+    assert len(units) == 2 and all(u.kernel_size == kernel_size for u in units)
     x = torch.rand(2, 3, 37, 30)
     with torch.inference_mode():
         want, got = model(x), folded(x)

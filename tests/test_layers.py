@@ -1,18 +1,23 @@
-"""LayerNorm2d (custom backward), TLC pooling, LKA, DropPath, LayerScale."""
+"""LayerNorm2d (custom backward), TLC pooling, LKA, LSKA, DropPath, LayerScale."""
 
 from __future__ import annotations
+
+import typing
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nafrestore.models.layers import (
+    LSKA_KERNELS,
     DropPath,
     LargeKernelAttention,
+    LargeSeparableKernelAttention,
     LayerNorm2d,
     LayerNorm2dFunction,
     LayerScale,
     LocalAvgPool2d,
+    LSKAKernelSize,
     SimpleGate,
     layer_norm_2d_plain,
 )
@@ -86,6 +91,76 @@ def test_lka_receptive_field_is_23_pixels():
     rows, cols = grad.abs().sum(1)[0].nonzero(as_tuple=True)
     assert (rows.min().item(), rows.max().item()) == (9, 31)
     assert (cols.min().item(), cols.max().item()) == (9, 31)
+
+
+def test_lska_kernel_table_follows_the_paper_rule():
+    # The official LSKA code's table (7 ... 53) and its rule: dilation d, local kernel 2d - 1, dilated kernel k // d.
+    assert typing.get_args(LSKAKernelSize) == tuple(LSKA_KERNELS)  # the config checks the Literal
+    assert LSKA_KERNELS[7] == (3, 3, 2) and LSKA_KERNELS[11] == (3, 5, 2) and LSKA_KERNELS[23] == (5, 7, 3)
+    assert LSKA_KERNELS[35] == (5, 11, 3) and LSKA_KERNELS[53] == (5, 17, 3) and LSKA_KERNELS[65] == (5, 21, 3)
+    for k, (local, dilated, d) in LSKA_KERNELS.items():
+        assert local == 2 * d - 1 and dilated == k // d, k
+
+
+@pytest.mark.parametrize("k", list(LSKA_KERNELS))
+def test_lska_keeps_the_size_and_its_receptive_field_is_k(k):
+    # local radius (l-1)/2 plus dilated radius d(m-1)/2 = (k-1)/2: the centre output sees exactly a k x k window.
+    torch.manual_seed(0)
+    lska = LargeSeparableKernelAttention(2, k).double()
+    n = k + 10  # odd, so the centre is a pixel
+    x = torch.randn(1, 2, n, n, dtype=torch.float64, requires_grad=True)
+    out = lska(x)
+    assert out.shape == x.shape
+    assert lska(torch.randn(1, 2, 9, 4, dtype=torch.float64)).shape == (1, 2, 9, 4)  # smaller than the kernel
+    (grad,) = torch.autograd.grad(out[0, :, n // 2, n // 2].sum(), x)
+    rows, cols = grad.abs().sum(1)[0].nonzero(as_tuple=True)
+    lo, hi = n // 2 - (k - 1) // 2, n // 2 + (k - 1) // 2
+    assert (rows.min().item(), rows.max().item()) == (lo, hi)
+    assert (cols.min().item(), cols.max().item()) == (lo, hi)
+    assert len(rows) == k * k  # the whole window, no holes between the dilated taps
+
+
+@pytest.mark.parametrize("k", list(LSKA_KERNELS))
+def test_lska_parameter_count_per_layer(k):
+    c = 6
+    local, dilated, _ = LSKA_KERNELS[k]
+
+    def depthwise_1d(size: int) -> int:  # a 1 x size (or size x 1) depthwise conv with bias
+        return c * size + c
+
+    expected = 2 * depthwise_1d(local) + 2 * depthwise_1d(dilated) + (c * c + c)  # + the 1x1 conv
+    assert sum(p.numel() for p in LargeSeparableKernelAttention(c, k).parameters()) == expected
+    shapes = {n: tuple(p.shape) for n, p in LargeSeparableKernelAttention(c, k).named_parameters()}
+    assert shapes["conv0h.weight"] == (c, 1, 1, local) and shapes["conv0v.weight"] == (c, 1, local, 1)
+    assert shapes["conv_spatial_h.weight"] == (c, 1, 1, dilated)
+    assert shapes["conv_spatial_v.weight"] == (c, 1, dilated, 1)
+    assert shapes["conv1.weight"] == (c, c, 1, 1)
+
+
+def test_lska_23_with_rank_one_kernels_equals_lka():
+    # LSKA(23) is the separable form of VAN's LKA: with LKA's 2-D kernels set to outer products v h^T (and the
+    # biases of the horizontal convs zero) the two agree everywhere, borders included (both zero-pad).
+    torch.manual_seed(0)
+    c = 3
+    lka, lska = LargeKernelAttention(c).double(), LargeSeparableKernelAttention(c, 23).double()
+    with torch.no_grad():
+        for conv2d, (conv_h, conv_v) in [
+            (lka.conv0, (lska.conv0h, lska.conv0v)),
+            (lka.conv_spatial, (lska.conv_spatial_h, lska.conv_spatial_v)),
+        ]:
+            conv_h.bias.zero_()
+            # (C, 1, 1, k) x (C, 1, k, 1) -> (C, 1, k, k): the outer product of each channel's two 1-D kernels
+            conv2d.weight.copy_(conv_v.weight * conv_h.weight)
+            conv2d.bias.copy_(conv_v.bias)
+        lka.conv1.load_state_dict(lska.conv1.state_dict())
+    x = torch.randn(2, c, 30, 27, dtype=torch.float64)
+    torch.testing.assert_close(lska(x), lka(x), rtol=1e-10, atol=1e-10)
+
+
+def test_lska_rejects_unsupported_kernel_sizes():
+    for bad in (21, 5, 0, 64):
+        with pytest.raises(ValueError, match=r"kernel_size must be one of 7, 11, 23, 35, 41, 53, 65; got"):
+            LargeSeparableKernelAttention(4, bad)
 
 
 def test_drop_path_is_identity_in_eval_and_keeps_expectation_in_training():

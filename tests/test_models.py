@@ -1,4 +1,4 @@
-"""NAFNet and LKA-NAFNet: official layout and counts, shapes, gradients, TLC, weight loading."""
+"""NAFNet and LKA-NAFNet (LKA and LSKA attention): official layout and counts, shapes, gradients, TLC, loading."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import pytest
 import torch
 
 from nafrestore.config import load_config
-from nafrestore.errors import CheckpointError
+from nafrestore.errors import CheckpointError, ConfigError
 from nafrestore.models import create_model, list_models
+from nafrestore.models.layers import LSKA_KERNELS, LargeKernelAttention, LargeSeparableKernelAttention
 from nafrestore.models.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models.nafnet import LKABlock, NAFBlock
+from nafrestore.summary import count_macs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = {
     "nafnet": dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1]),
     "lka_nafnet": dict(width=4, enc_blocks=[1, 1], middle_blocks=0, dec_blocks=[1, 0]),
 }
+LSKA = dict(attention="lska", kernel_size=23)
 
 
 def randomize_scales(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -167,6 +170,152 @@ def test_seeded_golden_output():
 
 GOLDEN_SUM = 25.307350158691406  # the official NAFNet code gives the same (checked out of tree)
 GOLDEN_PIXEL = [-0.6106347441673279, -0.7641499638557434, -0.16111886501312256]
+
+
+# --- LSKA attention in the LKABlocks -------------------------------------------------------------------------
+
+
+def test_lka_is_the_default_and_its_state_dict_keys_are_unchanged():
+    default = create_model("lka_nafnet", **TINY["lka_nafnet"])
+    explicit = create_model("lka_nafnet", attention="lka", **TINY["lka_nafnet"])
+    sd = default.state_dict()
+    assert list(sd) == list(explicit.state_dict())
+    assert tuple(sd["encoders.0.0.attn.spatial_gating_unit.conv0.weight"].shape) == (4, 1, 5, 5)
+    assert tuple(sd["encoders.1.0.attn.spatial_gating_unit.conv_spatial.weight"].shape) == (8, 1, 7, 7)
+    assert all(isinstance(m.attn.spatial_gating_unit, LargeKernelAttention) for e in default.encoders for m in e)
+    lska = create_model("lka_nafnet", **TINY["lka_nafnet"], **LSKA).state_dict()
+    assert tuple(lska["encoders.1.0.attn.spatial_gating_unit.conv0h.weight"].shape) == (8, 1, 1, 5)
+    assert tuple(lska["encoders.1.0.attn.spatial_gating_unit.conv_spatial_v.weight"].shape) == (8, 1, 7, 1)
+    # everything outside the gating unit keeps its key
+    outside = [k for k in sd if ".spatial_gating_unit." not in k]
+    assert outside == [k for k in lska if ".spatial_gating_unit." not in k]
+
+
+@pytest.mark.parametrize("kernel_size", [7, 23, 65])
+@pytest.mark.parametrize(("channels", "size"), [(3, (37, 53)), (1, (17, 9)), (3, (1, 5))])
+def test_lska_output_shape_equals_input_shape(kernel_size, channels, size):
+    model = create_model(
+        "lka_nafnet", in_channels=channels, attention="lska", kernel_size=kernel_size, **TINY["lka_nafnet"]
+    )
+    x = torch.rand(2, channels, *size)
+    assert model(x).shape == x.shape
+    with torch.no_grad():
+        assert model.eval()(x).shape == x.shape
+
+
+def test_lska_every_parameter_gets_a_finite_gradient():
+    model = randomize_scales(create_model("lka_nafnet", **TINY["lka_nafnet"], **LSKA))
+    out = model(torch.rand(2, 3, 20, 12))
+    out.square().mean().backward()
+    names = [n for n, _ in model.named_parameters()]
+    assert any(n.endswith("spatial_gating_unit.conv_spatial_h.weight") for n in names)
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+def test_lska_model_gradcheck_in_float64():
+    torch.manual_seed(0)
+    args = dict(width=2, enc_blocks=[1], middle_blocks=1, dec_blocks=[1], attention="lska", kernel_size=7)
+    model = randomize_scales(create_model("lka_nafnet", **args)).double()
+    x = torch.rand(1, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_lska_parameter_count_at_23_is_hand_derived():
+    # Per LKABlock only the gating unit differs. With C channels:
+    #   LKA:  5x5 depthwise (25C + C) + 7x7 depthwise dilated (49C + C) + 1x1 (C*C + C)
+    #   LSKA(23): 1x5 and 5x1 depthwise (5C + C each) + 1x7 and 7x1 dilated depthwise (7C + C each) + 1x1 (C*C + C)
+    def lka_unit(c: int) -> int:
+        return (25 * c + c) + (49 * c + c) + (c * c + c)
+
+    def lska_unit(c: int) -> int:
+        return 2 * (5 * c + c) + 2 * (7 * c + c) + (c * c + c)
+
+    lka = build_preset("lka-nafnet-w12.yaml")
+    lska = build_preset("lka-nafnet-w12-lska.yaml")
+    channels = [12] * 1 + [24] * 3 + [48] * 4  # LKABlocks [1, 3, 4, 0] at width 12, 24, 48
+    expected = 444_927 - sum(lka_unit(c) for c in channels) + sum(lska_unit(c) for c in channels)
+    assert expected == 444_927 - 48 * sum(channels) == 431_679  # 76C - 28C fewer per block
+    assert sum(p.numel() for p in lka.parameters()) == 444_927
+    assert sum(p.numel() for p in lska.parameters()) == expected
+    units = [b.attn.spatial_gating_unit for e in lska.encoders for b in e]
+    assert all(isinstance(u, LargeSeparableKernelAttention) and u.kernel_size == 23 for u in units)
+    assert [sum(p.numel() for p in u.parameters()) for u in units] == [lska_unit(c) for c in channels]
+
+
+def test_lska_macs_are_hand_derived():
+    # Depthwise MACs per pixel and channel: LKA 5*5 + 7*7 = 74; LSKA(23) 5 + 5 + 7 + 7 = 24; everything else equal.
+    lka = create_model("lka_nafnet", **TINY["lka_nafnet"])
+    lska = create_model("lka_nafnet", **TINY["lka_nafnet"], **LSKA)
+    size = 32
+    pixels_times_channels = 4 * size**2 + 8 * (size // 2) ** 2  # one LKABlock at width 4 (full size), one at 8 (half)
+    assert count_macs(lka, size) - count_macs(lska, size) == (74 - 24) * pixels_times_channels
+
+
+def test_lska_config_with_kernel_35_loads_and_builds(tmp_path):
+    path = tmp_path / "lska.yaml"
+    path.write_text(
+        "model:\n  name: lka_nafnet\n  width: 8\n  enc_blocks: [1, 1]\n  middle_blocks: 0\n"
+        "  dec_blocks: [1, 0]\n  attention: lska\n  kernel_size: 35\n"
+    )
+    cfg = load_config(path)
+    assert cfg.model.args["attention"] == "lska" and cfg.model.args["kernel_size"] == 35
+    model = build_model(cfg.model.name, cfg.model.args)
+    units = [b.attn.spatial_gating_unit for e in model.encoders for b in e]
+    assert len(units) == 2 and all(u.kernel_size == 35 for u in units)
+    assert tuple(units[1].conv_spatial_h.weight.shape) == (16, 1, 1, 11)  # 35 = 5 local + 11 dilated (d = 3)
+    assert units[1].conv_spatial_h.dilation == (3, 3)
+    x = torch.rand(1, 3, 33, 40)
+    with torch.no_grad():
+        assert model.eval()(x).shape == x.shape
+
+
+def test_bad_attention_settings_give_clear_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  name: lka_nafnet\n  attention: lska\n  kernel_size: 21\n")
+    with pytest.raises(ConfigError, match=r"model.kernel_size \(.*bad.yaml, line 4\) must be 7 \| 11 \| 23 \| 35"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"model.attention .* must be one of 'lka', 'lska'; got 'lsk'"):
+        load_config(None, ["model.attention=lsk"])
+    with pytest.raises(ValueError, match=r"kernel_size must be one of 7, 11, 23, 35, 41, 53, 65; got 21"):
+        create_model("lka_nafnet", attention="lska", kernel_size=21)
+    with pytest.raises(ValueError, match=r"attention must be one of 'lka', 'lska'; got 'lsk'"):
+        create_model("lka_nafnet", attention="lsk")
+    # A kernel size without attention: lska would silently build LKA; it is refused, even without LKABlocks.
+    with pytest.raises(ValueError, match=r"kernel_size \(35\) applies to attention='lska' only"):
+        create_model("lka_nafnet", kernel_size=35, enc_blocks=[0], middle_blocks=0, dec_blocks=[0])
+    with pytest.raises(ValueError, match="applies to attention='lska' only"):
+        LKABlock(8, kernel_size=23)
+    assert sorted(LSKA_KERNELS) == [7, 11, 23, 35, 41, 53, 65]
+
+
+def test_lska_tlc_equals_plain_model_below_its_window_and_differs_above():
+    torch.manual_seed(0)
+    args = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1], **LSKA)
+    plain = randomize_scales(create_model("lka_nafnet", **args)).eval()
+    local = create_model("lka_nafnet", tlc_train_size=16, **args).eval()
+    local.load_state_dict(plain.state_dict())
+    assert local.tlc_enabled and not plain.tlc_enabled
+    with torch.no_grad():
+        small = torch.rand(1, 3, 24, 20)
+        torch.testing.assert_close(local(small), plain(small), atol=1e-6, rtol=0)
+        large = torch.rand(1, 3, 64, 48)
+        assert local(large).shape == large.shape
+        assert (local(large) - plain(large)).abs().max() > 1e-4
+
+
+def test_lska_checkpoint_round_trips_and_does_not_load_into_lka(tmp_path):
+    args = {**TINY["lka_nafnet"], **LSKA}
+    src = randomize_scales(create_model("lka_nafnet", **args)).eval()
+    path = tmp_path / "lska.pt"
+    torch.save({"format_version": 1, "model_name": "lka_nafnet", "model_args": args, "model": src.state_dict()}, path)
+    dst = load_spec(path).build()
+    x = torch.rand(1, 3, 19, 22)
+    with torch.no_grad():
+        assert torch.equal(dst(x), src(x))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_weights(create_model("lka_nafnet", **TINY["lka_nafnet"]), state_dict_from(read_checkpoint(path)), "w")
 
 
 def test_list_models():

@@ -9,7 +9,8 @@ convolution's output, so at inference these per-channel multiplies and adds fold
   affine output, so ``layer_scale_1`` cannot simply fold into ``proj_2``). Expanded, it is
   ``(ls1 * w) * xhat + proj_2'(...)`` with ``proj_1' = proj_1 . diag(w)`` (+ ``proj_1 b`` in its bias) and
   ``proj_2' = diag(ls1) . proj_2`` (+ ``ls1 * b`` in its bias): one fused multiply-add on the shortcut replaces
-  the affine and the layer scale.
+  the affine and the layer scale. The gating unit between them (LKA or LSKA, ``LKABlock(attention=...)``) is
+  kept as it is.
 
 What is left of each LayerNorm is the affine-free normalisation, run as ``F.layer_norm(weight=None, bias=None)``.
 The result equals the unfolded model up to float rounding (about 1e-6 in float32).

@@ -3,10 +3,13 @@
 - LayerNorm2d: layer normalisation over channels at every pixel (NAFNet), with a memory-saving custom backward.
 - SimpleGate and SimplifiedChannelAttention (NAFNet, Chen et al. 2022, arXiv:2204.04676), the latter with the
   test-time local converter (TLC, Chu et al. 2022, arXiv:2112.04491).
-- LargeKernelAttention (VAN, Guo et al. 2022, arXiv:2202.09741), DropPath and LayerScale.
+- LargeKernelAttention (VAN, Guo et al. 2022, arXiv:2202.09741), its separable variant
+  LargeSeparableKernelAttention (LSKA, Lau et al. 2024, arXiv:2309.01439), DropPath and LayerScale.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +178,69 @@ class LargeKernelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+
+# Equivalent large kernel k -> (local kernel, dilated kernel, dilation), as in the official LSKA code (the ``LSKA``
+# class of the VAN-LSKA repository) for 7 ... 53. Every entry follows the paper's rule: dilation d, a local kernel
+# of 2d - 1 and a dilated kernel of k // d, so the composed receptive field is exactly k x k. 65 is not in the
+# official code; it is the same rule carried on (d = 3: 5 and 21).
+LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
+    7: (3, 3, 2),
+    11: (3, 5, 2),
+    23: (5, 7, 3),
+    35: (5, 11, 3),
+    41: (5, 13, 3),
+    53: (5, 17, 3),
+    65: (5, 21, 3),
+}
+# The keys of LSKA_KERNELS as a type, so a config's model.kernel_size is checked when the file loads (a test keeps
+# the two in step).
+LSKAKernelSize = Literal[7, 11, 23, 35, 41, 53, 65]
+
+
+class LargeSeparableKernelAttention(nn.Module):
+    """LSKA: LKA with each 2-D depthwise kernel split into a 1 x k and a k x 1 depthwise convolution.
+
+    From "Large Separable Kernel Attention: Rethinking the Large Kernel Attention Design in CNN" (Lau, Po, Rehman,
+    Expert Systems with Applications 2024, arXiv:2309.01439). The local depthwise kernel (size l) and the dilated
+    one (size m, dilation d) of VAN's LKA each become a horizontal then a vertical 1-D convolution, so the
+    depthwise cost per pixel is 2l + 2m instead of l^2 + m^2 and grows linearly with the kernel. Order (as in the
+    official code): ``conv0h`` (1 x l), ``conv0v`` (l x 1), ``conv_spatial_h`` (1 x m, dilated),
+    ``conv_spatial_v`` (m x 1, dilated), ``conv1`` (1 x 1); output = input * attention. With ``kernel_size=23``
+    (l = 5, m = 7, d = 3) it is the separable form of VAN's LKA and has the same 23 x 23 receptive field.
+
+    Args:
+        channels: C.
+        kernel_size: the equivalent large kernel k, one of :data:`LSKA_KERNELS` (7, 11, 23, 35, 41, 53, 65); the
+            composed receptive field is k x k.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W); every convolution keeps H and W (zero padding). Parameters:
+    4 depthwise convs of C * size + C each, and C * C + C for ``conv1``.
+
+    Raises:
+        ValueError: ``kernel_size`` is not one of the supported sizes.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 23) -> None:
+        super().__init__()
+        if kernel_size not in LSKA_KERNELS:
+            valid = ", ".join(str(k) for k in LSKA_KERNELS)
+            raise ValueError(f"LSKA kernel_size must be one of {valid}; got {kernel_size!r}.")
+        local, dilated, dilation = LSKA_KERNELS[kernel_size]
+        self.kernel_size = kernel_size
+        c, p_local, p_dilated = channels, (local - 1) // 2, ((dilated - 1) // 2) * dilation
+        self.conv0h = nn.Conv2d(c, c, (1, local), padding=(0, p_local), groups=c)
+        self.conv0v = nn.Conv2d(c, c, (local, 1), padding=(p_local, 0), groups=c)
+        self.conv_spatial_h = nn.Conv2d(c, c, (1, dilated), padding=(0, p_dilated), groups=c, dilation=dilation)
+        self.conv_spatial_v = nn.Conv2d(c, c, (dilated, 1), padding=(p_dilated, 0), groups=c, dilation=dilation)
+        self.conv1 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attn = self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x))))
+        return x * self.conv1(attn)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
 
 
 class DropPath(nn.Module):

@@ -1,8 +1,9 @@
 """NAFNet and LKA-NAFNet: U-Nets of nonlinear-activation-free blocks for image restoration.
 
 Papers: NAFNet, "Simple Baselines for Image Restoration" (Chen et al., ECCV 2022, arXiv:2204.04676); VAN,
-"Visual Attention Network" (Guo et al., 2022, arXiv:2202.09741) for the large-kernel attention block; TLC,
-"Improving Image Restoration by Revisiting Global Information Aggregation" (Chu et al., ECCV 2022).
+"Visual Attention Network" (Guo et al., 2022, arXiv:2202.09741) for the large-kernel attention block; LSKA,
+"Large Separable Kernel Attention" (Lau et al., 2024, arXiv:2309.01439) for its separable variant; TLC, "Improving
+Image Restoration by Revisiting Global Information Aggregation" (Chu et al., ECCV 2022).
 
 Order: blocks (NAFBlock, LKABlock), the U-Net, then the registered variants. ``NAFNet``'s parameter names equal
 the official implementation's (``intro``, ``encoders.i.j.conv1``, ``sca.1``, ``ups.i.0``, ...), so the released
@@ -11,13 +12,25 @@ checkpoints load as they are.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, LargeKernelAttention, LayerNorm2d, LayerScale, LocalAvgPool2d, SimpleGate
+from .layers import (
+    LSKA_KERNELS,
+    DropPath,
+    LargeKernelAttention,
+    LargeSeparableKernelAttention,
+    LayerNorm2d,
+    LayerScale,
+    LocalAvgPool2d,
+    LSKAKernelSize,
+    SimpleGate,
+)
 from .layers import SimplifiedChannelAttention as SCA
 
 # ------------------------------------------------------------------------------------------------------------
@@ -63,14 +76,60 @@ class NAFBlock(nn.Module):
         return y + self.dropout2(self.conv5(x)) * self.gamma
 
 
-class SpatialAttention(nn.Module):
-    """VAN's attention branch: 1x1 -> GELU -> LKA -> 1x1, with its own shortcut."""
+Attention = Literal["lka", "lska"]  # a Literal, so the config checks model.attention when the file loads
+ATTENTIONS: tuple[str, ...] = typing.get_args(Attention)
 
-    def __init__(self, channels: int) -> None:
+
+def check_attention(attention: str, kernel_size: int | None) -> int | None:
+    """Validate an LKABlock's attention settings; returns the LSKA kernel size to use (None for LKA).
+
+    Args:
+        attention: ``"lka"`` (VAN's LKA) or ``"lska"`` (its separable variant).
+        kernel_size: LSKA's equivalent large kernel (None: 23, the receptive field of VAN's LKA). Must be None
+            for LKA, whose kernels are fixed, so that a forgotten ``attention: lska`` fails instead of being ignored.
+
+    Raises:
+        ValueError: an unknown attention, an unsupported LSKA kernel size, or a kernel size given for LKA.
+    """
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTIONS))}; got {attention!r}.")
+    if attention == "lka":
+        if kernel_size is not None:
+            raise ValueError(
+                f"kernel_size ({kernel_size!r}) applies to attention='lska' only; LKA's kernels are fixed "
+                "(5x5, then 7x7 with dilation 3). Set attention='lska' or leave kernel_size unset."
+            )
+        return None
+    kernel_size = 23 if kernel_size is None else kernel_size
+    if isinstance(kernel_size, bool) or kernel_size not in LSKA_KERNELS:
+        valid = ", ".join(str(k) for k in LSKA_KERNELS)
+        raise ValueError(f"LSKA kernel_size must be one of {valid}; got {kernel_size!r}.")
+    return kernel_size
+
+
+class SpatialAttention(nn.Module):
+    """VAN's attention branch: 1x1 -> GELU -> LKA (or LSKA) -> 1x1, with its own shortcut.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W). The gating unit is ``spatial_gating_unit`` for both attentions (the
+    official VAN and VAN-LSKA name), so LKA state-dict keys are unchanged.
+
+    Args:
+        channels: C.
+        attention: ``"lka"`` (:class:`~nafrestore.models.layers.LargeKernelAttention`) or ``"lska"``
+            (:class:`~nafrestore.models.layers.LargeSeparableKernelAttention`).
+        kernel_size: LSKA's equivalent large kernel (see :func:`check_attention`).
+    """
+
+    def __init__(self, channels: int, attention: Attention = "lka", kernel_size: LSKAKernelSize | None = None) -> None:
         super().__init__()
+        lska_kernel = check_attention(attention, kernel_size)
         self.proj_1 = nn.Conv2d(channels, channels, 1)
         self.activation = nn.GELU()
-        self.spatial_gating_unit = LargeKernelAttention(channels)
+        self.spatial_gating_unit: nn.Module
+        if lska_kernel is None:
+            self.spatial_gating_unit = LargeKernelAttention(channels)
+        else:
+            self.spatial_gating_unit = LargeSeparableKernelAttention(channels, lska_kernel)
         self.proj_2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,14 +161,26 @@ class LKABlock(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of C.
         layer_scale_init: initial value of both LayerScales (small, so the block starts near the identity).
         drop_path: stochastic depth rate of this block.
+        attention: ``"lka"`` (VAN's large-kernel attention) or ``"lska"`` (large separable kernel attention).
+        kernel_size: with ``"lska"``, the equivalent large kernel: 7, 11, 23, 35, 41, 53 or 65 (None: 23, the
+            receptive field of LKA). Must be None with ``"lka"``.
+
+    Raises:
+        ValueError: see :func:`check_attention`.
     """
 
     def __init__(
-        self, channels: int, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-2, drop_path: float = 0.0
+        self,
+        channels: int,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-2,
+        drop_path: float = 0.0,
+        attention: Attention = "lka",
+        kernel_size: LSKAKernelSize | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
-        self.attn = SpatialAttention(channels)
+        self.attn = SpatialAttention(channels, attention, kernel_size)
         self.layer_scale_1 = LayerScale(channels, layer_scale_init)
         self.norm2 = LayerNorm2d(channels)
         self.mlp = ConvMlp(channels, mlp_ratio)
@@ -257,6 +328,14 @@ class LKANAFNet(NAFNet):
         layer_scale_init: initial LayerScale of the LKABlocks.
         drop_path_rate: stochastic depth of the last LKABlock; rates rise linearly from 0 across the encoder.
         dw_expand, ffn_expand, dropout: NAFBlock settings.
+        attention: the LKABlocks' attention, ``"lka"`` (VAN's LKA, the default) or ``"lska"`` (LSKA: the same
+            with 1-D kernel pairs, cost linear in the kernel size).
+        kernel_size: with ``"lska"``, the equivalent large kernel: 7, 11, 23, 35, 41, 53 or 65 (None: 23). Must be
+            None with ``"lka"``.
+
+    Raises:
+        ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
+        there are no LKABlocks).
     """
 
     def __init__(
@@ -272,13 +351,16 @@ class LKANAFNet(NAFNet):
         dw_expand: int = 2,
         ffn_expand: int = 2,
         dropout: float = 0.0,
+        attention: Attention = "lka",
+        kernel_size: LSKAKernelSize | None = None,
     ) -> None:
         nn.Module.__init__(self)
+        check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
         n_lka = sum(enc_blocks)
         rates = torch.linspace(0, drop_path_rate, n_lka).tolist() if n_lka else []
 
         def lka(channels: int, index: int) -> nn.Module:
-            return LKABlock(channels, mlp_ratio, layer_scale_init, rates[index])
+            return LKABlock(channels, mlp_ratio, layer_scale_init, rates[index], attention, kernel_size)
 
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
