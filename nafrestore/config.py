@@ -69,8 +69,11 @@ class DataConfig:
     degradations: list[dict[str, Any]] = _field(
         [{"type": "gaussian_noise", "sigma": 25}],
         "`sample`/`synthetic`: degradation pipeline applied in order; each item has a `type` "
-        "(gaussian_noise, poisson_gaussian_noise, motion_blur, gaussian_blur, defocus_blur, jpeg) and its "
-        "parameters. Random per training sample, fixed per validation image (seeded by its name).",
+        "(gaussian_noise, poisson_gaussian_noise, camera_noise, motion_blur, gaussian_blur, defocus_blur, jpeg, "
+        "one_of) and its parameters, plus an optional `p`, the probability of applying it. `one_of` picks one "
+        "nested pipeline per sample: `{type: one_of, weights: [0.7, 0.3], pipelines: [[...], [...]]}` (`[]` for "
+        "none, `shuffle: true` for a random step order). Random per training sample, fixed per validation image "
+        "(seeded by its name).",
     )
     patch_size: int = _field(256, "Side of the random square training crops (smaller images are reflect-padded).")
     flip: bool = _field(True, "Random horizontal/vertical flips during training.")

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
+from nafrestore.config import load_config
 from nafrestore.data.degradations import (
+    BAYER_PATTERNS,
     DEGRADATIONS,
+    CameraNoise,
+    CameraParams,
+    Degradation,
+    OneOf,
+    Pipeline,
     build_degradation,
     defocus_kernel,
+    demosaic,
+    mosaic,
     motion_kernel,
+    process,
     seed_for,
+    unprocess,
 )
-from nafrestore.errors import DataError
+from nafrestore.errors import ConfigError, DataError
 
 SPECS = {
     "gaussian_noise": {"sigma": [5, 50]},
@@ -21,6 +34,11 @@ SPECS = {
     "gaussian_blur": {"sigma": [0.5, 2.5]},
     "defocus_blur": {"radius": [1, 3]},
     "jpeg": {"quality": [10, 60]},
+    "camera_noise": {"shot_noise": [1e-4, 1.2e-2], "bayer": ["RGGB", "GBRG"]},
+    "one_of": {
+        "weights": [2, 1],
+        "pipelines": [[{"type": "gaussian_noise", "sigma": [5, 50]}], [{"type": "jpeg", "quality": [10, 60]}]],
+    },
 }
 
 
@@ -143,8 +161,325 @@ def test_seed_for_is_stable_and_distinct():
         ([{"type": "motion_blur", "kernel_size": 20}], r"odd"),
         ([{"type": "poisson_gaussian_noise", "peak": 0}], r"peak must be > 0"),
         ([{"sigma": 25}], r"degradations\[0\] must be a mapping with a `type`"),
+        # camera_noise
+        ([{"type": "camera_noise", "shot_noise": [0, 0.01]}], r"degradations\[0\] \(camera_noise\).*needs a low > 0"),
+        ([{"type": "camera_noise", "shot_noise": -1}], r"shot_noise must be >= 0"),
+        ([{"type": "camera_noise", "bayer": "RGBG"}], r"bayer pattern must be one of RGGB, BGGR, GRBG, GBRG"),
+        ([{"type": "camera_noise", "bayer": []}], r"bayer must be a pattern name or a non-empty list"),
+        ([{"type": "camera_noise", "exposure_mean": 2}], r"exposure_mean must be >= 0.1 and <= 1"),
+        ([{"type": "camera_noise", "read_noise_jitter": "x"}], r"read_noise_jitter must be a number"),
+        ([{"type": "camera_noise", "red_gain": 0}], r"red_gain must be > 0"),
+        ([{"type": "camera_noise", "shot": 0.01}], r"'shot'.*Valid parameters of camera_noise: shot_noise"),
+        # p
+        ([{"type": "jpeg", "p": 1.5}], r"degradations\[0\] \(jpeg\): p, the probability .* \[0, 1\], got 1.5"),
+        ([{"type": "jpeg", "p": "half"}], r"p, the probability"),
+        ([{"type": "jpeg", "p": True}], r"p, the probability"),
+        # one_of
+        ([{"type": "one_of"}], r"degradations\[0\] \(one_of\) needs `pipelines`"),
+        ([{"type": "one_of", "pipelines": []}], r"degradations\[0\]\.pipelines must be a non-empty list of pipelines"),
+        ([{"type": "one_of", "pipelines": {"type": "jpeg"}}], r"degradations\[0\]\.pipelines must be a non-empty"),
+        ([{"type": "one_of", "pipelines": [{"type": "jpeg"}]}], r"degradations\[0\]\.pipelines\[0\] must be a list"),
+        (
+            [{"type": "jpeg"}, {"type": "jpeg"}, {"type": "one_of", "pipelines": [[], [{"type": "gausian_noise"}]]}],
+            r"^data\.degradations\[2\]\.pipelines\[1\]\[0\] has unknown degradation type 'gausian_noise'",
+        ),
+        (
+            [{"type": "one_of", "pipelines": [[{"type": "jpeg"}, {"type": "jpeg", "quality": 500}]]}],
+            r"^data\.degradations\[0\]\.pipelines\[0\]\[1\] \(jpeg\): quality must be >= 1 and <= 100",
+        ),
+        (
+            [{"type": "one_of", "pipelines": [[{"type": "one_of", "pipelines": [[{"type": "jpeg", "p": 2}]]}]]}],
+            r"^data\.degradations\[0\]\.pipelines\[0\]\[0\]\.pipelines\[0\]\[0\] \(jpeg\): p, the probability",
+        ),
+        ([{"type": "one_of", "pipelines": [[], [0]]}], r"degradations\[0\]\.pipelines\[1\]\[0\] must be a mapping"),
+        ([{"type": "one_of", "pipelines": [[], []], "weights": [1]}], r"weights must be a list of 2 non-negative"),
+        ([{"type": "one_of", "pipelines": [[], []], "weights": [1, -1]}], r"weights must be a list of 2"),
+        ([{"type": "one_of", "pipelines": [[], []], "weights": [0, 0]}], r"not all zero"),
+        ([{"type": "one_of", "pipelines": [[], []], "p": [0.5, 0.5]}], r"go in `weights`"),
+        ([{"type": "one_of", "pipelines": [[]], "shuffle": 1}], r"shuffle must be true or false"),
     ],
 )
 def test_bad_specs_raise_data_error(specs, message):
     with pytest.raises(DataError, match=message):
         build_degradation(specs)
+
+
+def test_nested_schema_errors_reach_the_config_loader():
+    bad = "data.degradations=[{type: one_of, pipelines: [[{type: jpeg}], [{type: camera_noise, bayer: XY}]]}]"
+    with pytest.raises(ConfigError, match=r"data\.degradations\[0\]\.pipelines\[1\]\[0\] \(camera_noise\)"):
+        load_config(None, [bad])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Camera noise
+
+
+def _smooth(size: int = 64, quantized: bool = True) -> np.ndarray:
+    """A low-frequency (H, W, 3) image inside the cameras' gamut (no channel near 0 or 1), float32 in [0, 1]."""
+    yy, xx = np.mgrid[:size, :size] / (size - 1)
+    img = np.stack([0.2 + 0.5 * xx, 0.25 + 0.4 * yy, 0.5 + 0.25 * np.sin(np.pi * (xx + yy))], axis=2)
+    return (np.rint(img * 255) / 255 if quantized else img).astype(np.float32)
+
+
+def _flat(value: float, size: int = 32) -> np.ndarray:
+    return np.full((size, size, 3), value, np.float32)
+
+
+def _unprocess_reference(img: np.ndarray, params: CameraParams) -> np.ndarray:
+    """Brooks et al.'s unprocess() (google-research/unprocessing), transcribed in float64, without the mosaic."""
+    x = np.clip(img.astype(np.float64), 0, 1)
+    x = 0.5 - np.sin(np.arcsin(1 - 2 * x) / 3)
+    x = np.maximum(x, 1e-8) ** 2.2
+    x = x @ params.rgb2cam.astype(np.float64).T
+    gains = np.array([1 / params.red_gain, 1, 1 / params.blue_gain]) / params.rgb_gain
+    mask = (np.maximum(x.mean(axis=-1, keepdims=True) - 0.9, 0) / 0.1) ** 2
+    return np.clip(x * np.maximum(mask + (1 - mask) * gains, gains), 0, 1)
+
+
+def test_unprocess_matches_brooks_reference(image):
+    """Including the safe_invert_gains highlight blend, and both the 8-bit table and the computed tone curve."""
+    rng = np.random.default_rng(0)
+    camera = CameraNoise()
+    bright = image.copy()
+    bright[:16] = 0.9 + 0.1 * bright[:16]  # highlights above the 0.9 inflection in camera space
+    for img in (bright, np.rint(bright * 255) / 255):
+        for _ in range(5):
+            params = camera.draw_params(rng)
+            np.testing.assert_allclose(unprocess(img, params), _unprocess_reference(img, params), atol=2e-6)
+
+
+def test_isp_round_trip_is_exact_without_mosaic():
+    """process(unprocess(x)) == x to float precision inside the gamut, so 8-bit inputs come back bit for bit."""
+    rng = np.random.default_rng(1)
+    camera = CameraNoise()
+    for quantized in (True, False):  # the 8-bit lookup table and the computed inverse tone curve
+        img = _smooth(quantized=quantized)
+        for _ in range(20):
+            params = camera.draw_params(rng)
+            out = process(unprocess(img, params), params)
+            assert out.dtype == np.float32
+            np.testing.assert_allclose(out, img, atol=1e-5)  # measured <= 3e-7 (8e-5 of an 8-bit level)
+            if quantized:
+                np.testing.assert_array_equal(np.rint(out * 255), img * 255)
+    white = _flat(1.0)  # saturated highlights stay white (safe_invert_gains), black stays black
+    params = camera.draw_params(rng)
+    np.testing.assert_allclose(process(unprocess(white, params), params), white, atol=1e-6)
+    np.testing.assert_allclose(process(unprocess(0 * white, params), params), 0 * white, atol=1e-6)
+
+
+@pytest.mark.parametrize("pattern", sorted(BAYER_PATTERNS))
+def test_mosaic_demosaic(pattern):
+    img = _smooth(quantized=False)
+    raw = mosaic(img, pattern)
+    assert raw.shape == img.shape[:2] and raw.dtype == np.float32
+    out = demosaic(raw, pattern)
+    assert out.shape == img.shape and out.dtype == np.float32
+    for (dy, dx), c in zip(((0, 0), (0, 1), (1, 0), (1, 1)), BAYER_PATTERNS[pattern], strict=True):
+        np.testing.assert_array_equal(out[dy::2, dx::2, c], img[dy::2, dx::2, c])  # own photosites kept
+    # Bilinear interpolation is exact on a plane and near-exact on a smooth image, except at the border,
+    # where the mirrored mosaic stands in for the missing neighbours.
+    yy, xx = np.mgrid[:33, :47].astype(np.float32)
+    plane = np.stack([0.1 + 0.01 * xx, 0.2 + 0.01 * yy, 0.3 + 0.005 * (xx + yy)], axis=2)
+    np.testing.assert_allclose(demosaic(mosaic(plane, pattern), pattern)[1:-1, 1:-1], plane[1:-1, 1:-1], atol=1e-6)
+    error = np.abs(out - img) * 255
+    assert error[1:-1, 1:-1].max() < 0.6  # measured 0.50 levels inside, 7 on the border
+    assert error.max() < 10
+
+
+def test_camera_noise_zero_noise_round_trip():
+    """shot_noise 0: the whole path (ISP, mosaic, demosaic, 8 bits) returns a smooth image within ~1 level."""
+    img = _smooth()
+    camera = CameraNoise(shot_noise=0)
+    errors = np.stack([np.abs(camera(img, np.random.default_rng(seed)) - img) * 255 for seed in range(10)])
+    np.testing.assert_allclose(errors, np.rint(errors), atol=1e-3)  # both on 8-bit levels
+    # Measured: 1 level inside (half a level of demosaicing, half of quantisation), 4 on the one-pixel border,
+    # 0.18 on average.
+    assert errors[:, 1:-1, 1:-1].max() <= 1 + 1e-3
+    assert errors.max() <= 5 and errors.mean() < 0.3
+    for value in (0.0, 0.2, 0.6, 1.0):  # a flat image comes back exactly
+        flat = _flat(np.rint(value * 255) / 255)
+        np.testing.assert_array_equal(camera(flat, np.random.default_rng(3)), flat)
+
+
+def test_camera_noise_raw_variance_is_shot_times_signal_plus_read():
+    """Undoing the ISP on the output recovers the raw noise at green photosites: variance shot * x + read."""
+    shot = 1e-3
+    read = float(np.exp(2.18 * np.log(shot) + 1.20))
+    # No colour matrix, so no channel mixing can clip noisy shadows; no quantisation, so unprocess inverts exactly.
+    camera = CameraNoise(shot_noise=shot, read_noise_jitter=0, color_correction=False, quantize=False)
+    variances = {}
+    for value in (0.1, 0.7):
+        normalised, raw_variance = [], []
+        for seed in range(20):
+            params = camera.draw_params(np.random.default_rng(seed))  # the draw the call below makes first
+            out = camera(_flat(value), np.random.default_rng(seed))
+            clean, noisy = unprocess(_flat(value), params)[..., 1], unprocess(out, params)[..., 1]
+            residual = np.concatenate([(noisy - clean)[0::2, 1::2].ravel(), (noisy - clean)[1::2, 0::2].ravel()])
+            normalised.append(residual / np.sqrt(shot * clean[0, 0] + read))
+            raw_variance.append(residual.var())
+        assert np.std(normalised) == pytest.approx(1, rel=0.05)
+        variances[value] = np.mean(raw_variance)
+    assert variances[0.7] > 5 * variances[0.1]  # linear signal about 13x higher
+
+
+def test_camera_noise_srgb_variance_rises_from_shadows_to_mid_tones():
+    """In sRGB, gamma and the tone curve reshape it: rising through the shadows, falling towards white."""
+    camera = CameraNoise(shot_noise=5e-3, quantize=False)
+    variance = {}
+    for value in (0.05, 0.15, 0.35, 0.95):
+        residual = [camera(_flat(value), np.random.default_rng(seed)) - value for seed in range(20)]
+        variance[value] = float(np.var(residual))
+    assert variance[0.05] < variance[0.15] < variance[0.35]
+    assert variance[0.35] > 2 * variance[0.05]
+    assert variance[0.95] < variance[0.35]  # smoothstep flattens towards white, as camera JPEGs do
+
+
+def test_camera_noise_is_correlated_in_space_and_colour():
+    grey = _flat(0.5, 64)
+
+    def residuals(degradation: Degradation) -> np.ndarray:
+        return np.stack([degradation(grey, np.random.default_rng(seed)) - grey for seed in range(10)])
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    camera = residuals(CameraNoise(shot_noise=5e-3))
+    white = residuals(build_degradation([{"type": "gaussian_noise", "sigma": 10}]))
+    # Bilinear demosaicing averages neighbouring photosites: measured 0.60 horizontally and vertically.
+    assert corr(camera[:, :, :-1], camera[:, :, 1:]) > 0.3
+    assert corr(camera[:, :-1], camera[:, 1:]) > 0.3
+    assert abs(corr(white[:, :, :-1], white[:, :, 1:])) < 0.05
+    # The colour matrix mixes the channels' noise (measured -0.37 between red and green); without it they stay
+    # independent.
+    assert abs(corr(camera[..., 0], camera[..., 1])) > 0.1
+    plain = residuals(CameraNoise(shot_noise=5e-3, color_correction=False))
+    assert abs(corr(plain[..., 0], plain[..., 1])) < 0.05
+
+
+def test_camera_noise_levels_follow_the_log_log_line():
+    camera = CameraNoise()
+    rng = np.random.default_rng(0)
+    shot, read = np.log(np.array([camera.draw_noise_levels(rng) for _ in range(4000)])).T
+    assert shot.min() >= np.log(1e-4) and shot.max() <= np.log(1.2e-2)
+    assert shot.mean() == pytest.approx((np.log(1e-4) + np.log(1.2e-2)) / 2, abs=0.1)  # log-uniform
+    jitter = read - (2.18 * shot + 1.20)
+    assert jitter.mean() == pytest.approx(0, abs=0.02) and jitter.std() == pytest.approx(0.26, rel=0.05)
+    assert CameraNoise(shot_noise=0).draw_noise_levels(rng) == (0.0, 0.0)
+
+
+def test_camera_noise_seeding_shapes_and_range(image):
+    camera = build_degradation([{"type": "camera_noise", "shot_noise": [1e-5, 1.2e-2], "bayer": list(BAYER_PATTERNS)}])
+    validation = [camera(image, np.random.default_rng(seed_for("scene/0001", 0))) for _ in range(2)]
+    np.testing.assert_array_equal(validation[0], validation[1])  # fixed per validation image
+    training = [camera(image, np.random.default_rng(seed)) for seed in range(3)]
+    assert not np.array_equal(training[0], training[1]) and not np.array_equal(training[1], training[2])
+    for shape in ((33, 47, 3), (1, 1, 3), (2, 5, 3), (7, 1, 3)):
+        img = np.random.default_rng(0).random(shape, dtype=np.float32)
+        out = camera(img, np.random.default_rng(1))
+        assert out.shape == shape and out.dtype == np.float32
+        assert out.min() >= 0 and out.max() <= 1
+        np.testing.assert_allclose(out * 255, np.rint(out * 255), atol=1e-3)  # quantized to 8-bit levels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mixing: p and one_of
+
+
+class _Mark(Degradation):
+    """Fills the image with a constant, so the output shows which step ran."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.full_like(img, self.value)
+
+
+class _Append(Degradation):
+    """Records its tag in the first pixel's history (img[0, 0] holds a base-10 number of the tags so far)."""
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = img.copy()
+        out[0, 0, 0] = out[0, 0, 0] * 10 + self.tag
+        return out
+
+
+def _within(count: int, n: int, p: float) -> bool:
+    """count is within 4.5 standard deviations of a Binomial(n, p) mean."""
+    return abs(count - n * p) <= 4.5 * np.sqrt(n * p * (1 - p)) + 1
+
+
+def test_one_of_picks_branches_with_their_probabilities():
+    tiny = np.zeros((2, 2, 3), np.float32)
+    pick = OneOf([_Mark(0.0), _Mark(1.0), _Mark(2.0), _Mark(3.0)], weights=[5, 3, 2, 0])
+    assert pick.probabilities == [0.5, 0.3, 0.2, 0.0]
+    rng = np.random.default_rng(0)
+    n = 4000
+    counts = np.bincount([int(pick(tiny, rng)[0, 0, 0]) for _ in range(n)], minlength=4)
+    assert all(_within(c, n, p) for c, p in zip(counts, pick.probabilities, strict=True)), counts
+    assert counts[3] == 0  # a zero weight is never picked
+
+
+def test_one_of_from_config_mixes_noise_models(image):
+    specs = [
+        {
+            "type": "one_of",
+            "weights": [0.4, 0.3, 0.2, 0.1],
+            "pipelines": [
+                [
+                    {"type": "camera_noise", "shot_noise": [1e-5, 1.2e-2]},
+                    {"type": "jpeg", "quality": [60, 95], "p": 0.5},
+                ],
+                [{"type": "poisson_gaussian_noise", "peak": [5, 100], "sigma": [0, 5]}],
+                [{"type": "gaussian_noise", "sigma": [0, 50]}, {"type": "jpeg", "quality": [30, 95], "p": 0.3}],
+                [],
+            ],
+        }
+    ]
+    degrade = build_degradation(specs)
+    outputs = [degrade(image, np.random.default_rng(seed)) for seed in range(40)]
+    for out in outputs:
+        assert out.shape == image.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    clean = sum(np.array_equal(out, image) for out in outputs)
+    assert 0 < clean < 15  # the empty branch (10%) leaves the input as it is
+    np.testing.assert_array_equal(degrade(image, np.random.default_rng(5)), outputs[5])
+    # DataLoader workers may receive it pickled (spawn start method).
+    copy = pickle.loads(pickle.dumps(degrade))
+    np.testing.assert_array_equal(copy(image, np.random.default_rng(5)), outputs[5])
+
+
+def test_p_applies_a_step_with_its_probability():
+    grey = _flat(0.5, 4)
+    rng = np.random.default_rng(0)
+    n = 3000
+    sometimes = build_degradation([{"type": "gaussian_noise", "sigma": 10, "p": 0.3}])
+    applied = sum(not np.array_equal(sometimes(grey, rng), grey) for _ in range(n))
+    assert _within(applied, n, 0.3), applied
+    never = build_degradation([{"type": "gaussian_noise", "sigma": 10, "p": 0}])
+    assert all(np.array_equal(never(grey, rng), grey) for _ in range(50))
+    # p: 1 draws nothing extra, so it is the same as no p, bit for bit.
+    always = build_degradation([{"type": "gaussian_noise", "sigma": 10, "p": 1}])
+    plain = build_degradation([{"type": "gaussian_noise", "sigma": 10}])
+    np.testing.assert_array_equal(always(grey, np.random.default_rng(4)), plain(grey, np.random.default_rng(4)))
+    # p on one_of applies the whole choice (here: noise or nothing) with that probability.
+    maybe = build_degradation([{"type": "one_of", "pipelines": [[{"type": "gaussian_noise", "sigma": 10}]], "p": 0.5}])
+    applied = sum(not np.array_equal(maybe(grey, rng), grey) for _ in range(1000))
+    assert _within(applied, 1000, 0.5), applied
+
+
+def test_one_of_shuffle_randomises_the_order():
+    start = np.zeros((2, 2, 3), np.float32)
+    steps = [_Append(1), _Append(2), _Append(3)]
+    shuffled = OneOf([Pipeline(steps)], shuffle=True)
+    rng = np.random.default_rng(0)
+    n = 1200
+    orders = [int(shuffled(start, rng)[0, 0, 0]) for _ in range(n)]
+    assert set(orders) == {123, 132, 213, 231, 312, 321}
+    assert all(_within(orders.count(o), n, 1 / 6) for o in set(orders))
+    assert int(OneOf([Pipeline(steps)])(start, rng)[0, 0, 0]) == 123  # in order without shuffle
+    # From Python, pipelines may also be given as lists of specs.
+    from_specs = OneOf([[], [{"type": "gaussian_noise", "sigma": 10}]], weights=[1, 0])
+    np.testing.assert_array_equal(from_specs(start, rng), start)
