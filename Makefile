@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test test-fast lint format demo bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the subprocess-heavy tests (demo, torchrun, real signals).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # The main job, offline: train LKA-NAFNet on the sample photographs, evaluate, compare, restore a folder.
 demo: install

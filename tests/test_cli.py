@@ -51,6 +51,25 @@ def test_info_on_a_checkpoint(tmp_path):
     assert f"{sum(p.numel() for p in model.parameters()):,}" in result.output
 
 
+def test_info_takes_what_infer_takes_a_run_directory_and_a_preset_name(tmp_path):
+    args = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
+    model = create_model("nafnet", **args)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"model_name": "nafnet", "model_args": args, "model": model.state_dict()},
+               tmp_path / "run" / "checkpoints" / "best.pt")  # fmt: skip
+    result = runner.invoke(app, ["info", str(tmp_path / "run"), "--size", "32"])
+    assert result.exit_code == 0, result.output
+    assert f"{sum(p.numel() for p in model.parameters()):,}" in result.output
+    result = runner.invoke(app, ["info", "lka-nafnet-w12", "--size", "64"])  # configs/lka-nafnet-w12.yaml
+    assert result.exit_code == 0 and "444,927" in result.output, result.output
+
+
+def test_misspelt_validation_metric_fails_at_load_with_a_suggestion():
+    result = runner.invoke(app, ["config", "show", str(CONFIGS / "lka-nafnet-w12.yaml"), "val.metrics=[psnr,ssmi]"])
+    assert result.exit_code == 2
+    assert "val.metrics" in result.output and "Did you mean 'ssim'?" in result.output
+
+
 def test_config_show_applies_overrides():
     result = runner.invoke(app, ["config", "show", str(CONFIGS / "nafnet-sidd-width32.yaml"), "train.lr=2e-4"])
     assert result.exit_code == 0, result.output

@@ -14,9 +14,12 @@ import yaml
 
 from nafrestore.engine import read_metrics
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with Gloo"
-)
+pytestmark = [
+    pytest.mark.slow,  # two torchrun processes
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with Gloo"
+    ),
+]
 
 
 def test_torchrun_two_processes(tmp_path: Path) -> None:

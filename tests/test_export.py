@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,16 +39,20 @@ def tlc_model() -> torch.nn.Module:
     return randomized(TLC)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tlc_model):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    config = {"model": {"name": "lka_nafnet", "tlc": True, "tlc_train_size": TLC, **ARGS}}
+def save_tlc_checkpoint(path: Path, model: torch.nn.Module, args: dict) -> Path:
+    """A nafrestore checkpoint of ``model`` (built with ``args``) with TLC on, as ``train`` writes it."""
+    config = {"model": {"name": "lka_nafnet", "tlc": True, "tlc_train_size": TLC, **args}}
     torch.save(
-        {"format_version": 1, "model_name": "lka_nafnet", "model_args": ARGS, "tlc_train_size": TLC,
-         "config": config, "model": tlc_model.state_dict()},
+        {"format_version": 1, "model_name": "lka_nafnet", "model_args": args, "tlc_train_size": TLC,
+         "config": config, "model": model.state_dict()},
         path,
     )  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tlc_model):
+    return save_tlc_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tlc_model, ARGS)
 
 
 SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
@@ -63,14 +68,7 @@ def lska_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def lska_ckpt(tmp_path_factory, lska_model):
-    path = tmp_path_factory.mktemp("ckpt") / "lska.pt"
-    config = {"model": {"name": "lka_nafnet", "tlc": True, "tlc_train_size": TLC, **LSKA_ARGS}}
-    torch.save(
-        {"format_version": 1, "model_name": "lka_nafnet", "model_args": LSKA_ARGS, "tlc_train_size": TLC,
-         "config": config, "model": lska_model.state_dict()},
-        path,
-    )  # fmt: skip
-    return path
+    return save_tlc_checkpoint(tmp_path_factory.mktemp("ckpt") / "lska.pt", lska_model, LSKA_ARGS)
 
 
 def test_onnx_matches_torch_at_two_sizes(tmp_path, ckpt, tlc_model):

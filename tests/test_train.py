@@ -174,6 +174,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path: Path, capsys
     assert logged == list(range(2, 13, 2))
 
 
+@pytest.mark.slow  # a training subprocess, interrupted by a real signal
 def test_real_sigint_saves_last_pt_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     # DataLoader workers too: Ctrl-C in a terminal signals the whole process group, workers included.

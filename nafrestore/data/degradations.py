@@ -860,50 +860,51 @@ def build_degradation(specs: Sequence[Mapping[str, Any]] | None, *, key: str = "
         raise DataError(
             f"{key} must be a list of degradations, e.g. [{{type: gaussian_noise, sigma: 25}}]; got {specs!r}."
         )
-    steps: list[Degradation] = []
-    for i, spec in enumerate(specs or []):
-        where = f"{key}[{i}]"
-        if not isinstance(spec, Mapping) or "type" not in spec:
-            raise DataError(
-                f"{where} must be a mapping with a `type` key, e.g. {{type: gaussian_noise, sigma: 25}}; got "
-                f"{spec!r}. Valid types: {', '.join(DEGRADATIONS.names())}."
-            )
-        kind = spec["type"]
-        if not isinstance(kind, str) or kind not in DEGRADATIONS:
-            close = difflib.get_close_matches(str(kind), DEGRADATIONS.names(), n=1)
+    return Pipeline([_build_step(spec, f"{key}[{i}]") for i, spec in enumerate(specs or [])])
+
+
+def _build_step(spec: Any, where: str) -> Degradation:
+    """One ``{type: name, p: ..., **params}`` mapping -> its degradation (wrapped in :class:`RandomApply` for ``p``);
+    errors name ``where``."""
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise DataError(
+            f"{where} must be a mapping with a `type` key, e.g. {{type: gaussian_noise, sigma: 25}}; got "
+            f"{spec!r}. Valid types: {', '.join(DEGRADATIONS.names())}."
+        )
+    kind = spec["type"]
+    if not isinstance(kind, str) or kind not in DEGRADATIONS:
+        close = difflib.get_close_matches(str(kind), DEGRADATIONS.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise DataError(
+            f"{where} has unknown degradation type {kind!r}.{hint} Valid types: {', '.join(DEGRADATIONS.names())}."
+        )
+    factory = DEGRADATIONS.get(kind)
+    valid = [p for p in inspect.signature(factory).parameters if p != "self"]
+    params = {k: v for k, v in spec.items() if k not in ("type", "p")}
+    for name in params:
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), [*valid, "p"], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise DataError(
-                f"{where} has unknown degradation type {kind!r}.{hint} Valid types: {', '.join(DEGRADATIONS.names())}."
+                f"{where} ({kind}) has unknown parameter {name!r}.{hint} "
+                f"Valid parameters of {kind}: {', '.join(valid) or 'none'} (and p, the probability of applying it)."
             )
-        factory = DEGRADATIONS.get(kind)
-        valid = [p for p in inspect.signature(factory).parameters if p != "self"]
-        params = {k: v for k, v in spec.items() if k not in ("type", "p")}
-        for name in params:
-            if name not in valid:
-                close = difflib.get_close_matches(str(name), [*valid, "p"], n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise DataError(
-                    f"{where} ({kind}) has unknown parameter {name!r}.{hint} "
-                    f"Valid parameters of {kind}: {', '.join(valid) or 'none'} (and p, the probability of "
-                    "applying it)."
+    if factory is OneOf:
+        if "pipelines" not in params:
+            raise DataError(
+                f"{where} (one_of) needs `pipelines`, a list of pipelines each a list of degradations "
+                f"([] for none), e.g. {_ONE_OF_EXAMPLE}."
+            )
+        params["pipelines"] = _build_branches(params["pipelines"], f"{where}.pipelines")
+    try:
+        step = factory(**params)
+        if "p" in spec:
+            if factory is OneOf and isinstance(spec["p"], list | tuple):
+                raise ValueError(
+                    f"p is the probability of applying the whole one_of step, a number in [0, 1], got "
+                    f"{spec['p']!r}; the probabilities of its pipelines go in `weights`"
                 )
-        if factory is OneOf:
-            if "pipelines" not in params:
-                raise DataError(
-                    f"{where} (one_of) needs `pipelines`, a list of pipelines each a list of degradations "
-                    f"([] for none), e.g. {_ONE_OF_EXAMPLE}."
-                )
-            params["pipelines"] = _build_branches(params["pipelines"], f"{where}.pipelines")
-        try:
-            step = factory(**params)
-            if "p" in spec:
-                if factory is OneOf and isinstance(spec["p"], list | tuple):
-                    raise ValueError(
-                        f"p is the probability of applying the whole one_of step, a number in [0, 1], got "
-                        f"{spec['p']!r}; the probabilities of its pipelines go in `weights`"
-                    )
-                step = RandomApply(step, spec["p"])
-            steps.append(step)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{where} ({kind}): {exc}. Valid parameters of {kind}: {', '.join(valid)}.") from exc
-    return Pipeline(steps)
+            step = RandomApply(step, spec["p"])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where} ({kind}): {exc}. Valid parameters of {kind}: {', '.join(valid)}.") from exc
+    return step
