@@ -48,6 +48,7 @@ def train(
         None, help="Dotted overrides, e.g. train.lr=2e-4 data.patch_size=128."
     ),
     resume: Path | None = typer.Option(None, "--resume", help="Run directory or checkpoint to continue from."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in the run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bar."),
 ) -> None:
     """Train a model from a YAML config; prints the run directory."""
@@ -62,7 +63,7 @@ def train(
         if config is None and resume is None:
             raise NafrestoreError("Give a config file (e.g. configs/lka-nafnet-w12.yaml) or --resume RUN_DIR.")
         cfg = config_for_resume(resume, config, overrides or [])
-        run_dir = train_run(cfg, resume=resume, quiet=quiet)
+        run_dir = train_run(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         typer.echo(str(run_dir))
 

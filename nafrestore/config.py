@@ -138,7 +138,9 @@ class TrainConfig:
     lr: float = _field(1e-3, "Peak learning rate of AdamW.")
     betas: tuple[float, float] = _field((0.9, 0.9), "AdamW betas.")
     weight_decay: float = _field(0.0, "AdamW weight decay (never applied to biases, norms, scales).")
-    warmup_iters: int = _field(0, "Linear warm-up length in iterations.")
+    warmup_iters: int = _field(
+        0, "Linear warm-up length in iterations (with `time_budget_min` too; there 0 means the first 2 % of the run)."
+    )
     min_lr: float = _field(1e-7, "Floor that the cosine schedule decays to.")
     grad_clip: float | None = _field(None, "Clip the global gradient norm to this value (null: off).")
     loss: list[LossTerm] = _field(lambda: [LossTerm()], "Weighted sum of loss terms.")
@@ -151,7 +153,9 @@ class TrainConfig:
     log_every: int = _field(50, "Log training loss and learning rate every this many iterations.")
     max_bad_steps: int = _field(10, "Stop after this many non-finite losses in a row.")
     time_budget_min: float | None = _field(
-        None, "Stop after this many minutes of training (the schedule still spans `iters`)."
+        None,
+        "A wall-clock budget besides `iters`: the run's progress is whichever of steps/`iters` and minutes/"
+        "`time_budget_min` is further along; the cosine schedule follows it and the run ends when either is reached.",
     )
 
     def __post_init__(self) -> None:

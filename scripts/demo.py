@@ -95,7 +95,7 @@ def main() -> int:
 
     print(f"[1/4] training {cfg.model.name} for {cfg.train.time_budget_min} min on the sample photographs", flush=True)
     t0 = time.monotonic()
-    train(cfg, quiet=True)
+    train(cfg, quiet=True, overwrite=True)  # `make demo` is meant to be run again: it replaces its own run
     train_seconds = time.monotonic() - t0
     ckpt = run_dir / "checkpoints" / "best.pt"
 

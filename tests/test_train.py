@@ -215,12 +215,13 @@ def test_real_sigint_saves_last_pt_and_resumes(tmp_path: Path) -> None:
 
 
 def _nan_between(first: int, last: int | None) -> Callable[[TrainState], None]:
-    """Make the model output NaN from step ``first`` to ``last`` (None: for ever)."""
+    """Make the model's training outputs NaN from step ``first`` to ``last`` (None: for ever), as bad training data
+    would; in eval mode (validation, the checkpoint's health probe) it stays as it is."""
     handles = []
 
     def callback(s: TrainState) -> None:
         if s.step == first - 1:
-            handles.append(s.raw.register_forward_hook(lambda m, i, o: o * math.nan))
+            handles.append(s.raw.register_forward_hook(lambda m, i, o: o * math.nan if m.training else o))
         if last is not None and s.step == last:
             handles.pop().remove()
 
@@ -308,3 +309,93 @@ def test_compiled_model_checkpoints_without_prefixes(tmp_path: Path, monkeypatch
         c = ckpt(run, which)
         assert not any("_orig_mod" in k or k.startswith("module.") for k in c["model"])
     assert not any("_orig_mod" in k for k in ckpt(run)["ema"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing lost (issue: bad-input and fault campaign)
+
+
+def test_a_fresh_run_never_reuses_another_runs_directory(tmp_path: Path) -> None:
+    from nafrestore.errors import ConfigError
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "train.iters=4")
+    train(cfg, quiet=True, datasets=small_data(cfg))
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    (run / "eval.json").write_text("{}")  # what `make demo` leaves beside a run
+    with pytest.raises(ConfigError, match=r"already holds a run .*--resume .*run.dir=NEW_DIR.*--overwrite"):
+        train(cfg, quiet=True, datasets=small_data(cfg))
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before and (run / "eval.json").exists()
+    train(cfg, quiet=True, datasets=small_data(cfg), overwrite=True)
+    assert not (run / "eval.json").exists()  # the old run's files went with it
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r] == [2, 4]
+    assert (run / "train.log").read_text().count("starting:") == 1
+
+
+def test_divergence_never_writes_an_unhealthy_checkpoint_and_resuming_with_a_lower_lr_trains(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "train.iters=4")
+    train(cfg, quiet=True, datasets=small_data(cfg))  # a healthy last.pt at step 4
+    # lr 1e4: the weights stay finite (up to ~1e4) while the outputs and validation become NaN.
+    blown = config_for_resume(run, None, ["train.iters=40", "train.lr=1e4", "train.ckpt_every=5", "val.every=5"])
+    with pytest.raises(TrainingDivergedError, match=r"unhealthy .*last good checkpoint, .*last.pt \(step 4\), was kept"):
+        train(blown, resume=run, quiet=True, datasets=small_data(blown))
+    assert ckpt(run)["step"] == 4
+    with torch.no_grad():
+        assert torch.isfinite(load_spec(run / "checkpoints" / "last.pt").build()(torch.rand(1, 3, 32, 32))).all()
+    sane = config_for_resume(run, None, ["train.iters=12", "train.lr=1e-3", "val.every=12"])
+    train(sane, resume=run, quiet=True, datasets=small_data(sane))
+    assert ckpt(run)["step"] == 12
+    psnr = [r["val/psnr"] for r in read_metrics(run / "metrics.jsonl") if "val/psnr" in r]
+    assert math.isfinite(psnr[-1]) and psnr[-1] > 15
+
+
+class FailingVal(TinyVal):
+    """The tiny validation image, unreadable from the second validation on (as a file deleted mid-run would be)."""
+
+    calls = 0
+
+    def __getitem__(self, index: int) -> dict:
+        FailingVal.calls += 1
+        if FailingVal.calls > 1:
+            from nafrestore.errors import DataError
+
+            raise DataError("Image file val/x.png cannot be decoded")
+        return self.item
+
+
+def test_a_validation_error_never_costs_the_checkpoint(tmp_path: Path) -> None:
+    from nafrestore.errors import DataError
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "train.iters=12", "val.every=4", "train.ckpt_every=100")
+    with pytest.raises(DataError, match="val/x.png"):
+        train(cfg, quiet=True, datasets=(build_datasets(cfg.data, seed=cfg.run.seed)[0], FailingVal(cfg)))
+    assert ckpt(run)["step"] == 8  # the failed validation's step was saved before the error went up
+
+
+def test_small_validation_images_are_named_at_start_and_no_run_directory_is_made(tmp_path: Path) -> None:
+    from nafrestore.data import save_image
+    from nafrestore.errors import DataError
+
+    clean = tmp_path / "clean"
+    save_image(clean / "big.png", torch.rand(3, 64, 64))
+    save_image(clean / "tiny.png", torch.rand(3, 8, 40))
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "data.format=synthetic", f"data.train_dir={clean}", f"data.val_dir={clean}",
+                   "data.val_max_images=null", "val.metrics=[psnr, ssim]")  # fmt: skip
+    with pytest.raises(DataError, match=r"'tiny' is 40x8 px.*at least 11 px"):
+        train(cfg, quiet=True)
+    assert not run.exists()
+
+
+def test_a_missing_metric_network_leaves_no_half_made_run_directory(tmp_path: Path, monkeypatch) -> None:
+    from nafrestore.errors import WeightsError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("NAFRESTORE_WEIGHTS_DIR", raising=False)
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "val.metrics=[psnr, lpips]")
+    with pytest.raises(WeightsError, match="alexnet"):
+        train(cfg, quiet=True, datasets=small_data(cfg))
+    assert not run.exists()

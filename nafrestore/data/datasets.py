@@ -22,7 +22,7 @@ three-image folder should not mean a new DataLoader iterator (and worker round t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "PairedImageDataset",
     "SIDDValidationDataset",
     "SyntheticDataset",
+    "item_sizes",
     "limit_dataset",
 ]
 
@@ -174,6 +175,12 @@ class PairedImageDataset(_PairDataset):
                 f"{first_few(bad)}. Pairs must be pixel-aligned images of the same size."
             )
 
+    def item_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i`` from its header (or the cache), without decoding it."""
+        if self._cache is not None:
+            return self._cache[i][1].shape[:2]
+        return read_image_size(self.pairs[i][2])
+
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is not None:
             return self._cache[i]
@@ -301,6 +308,11 @@ class SyntheticDataset(_PairDataset):
             for i, x in enumerate(images)
         ]
 
+    def item_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i`` from its header (or the array), without decoding it."""
+        image = self._images[i]
+        return read_image_size(image) if isinstance(image, Path) else image.shape[:2]
+
     def _load(self, i: int) -> np.ndarray:
         image = self._images[i]
         return load_rgb_integer(image) if isinstance(image, Path) else image
@@ -375,6 +387,9 @@ class SIDDValidationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def item_size(self, i: int) -> tuple[int, int]:
+        return self.gt.shape[2], self.gt.shape[3]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         blocks = self.noisy.shape[1]
         i, b = divmod(int(index), blocks)
@@ -391,3 +406,16 @@ def limit_dataset(dataset: Dataset, max_items: int | None) -> Dataset:
     if hasattr(dataset, "names"):
         subset.names = [dataset.names[i] for i in indices]  # type: ignore[attr-defined]
     return subset
+
+
+def item_sizes(dataset: Dataset) -> Iterator[tuple[str, int, int]]:
+    """(name, height, width) of each whole image of a validation dataset (a :func:`limit_dataset` subset too), read
+    from headers; nothing for datasets that cannot tell (those without ``item_size``)."""
+    base, indices = dataset, range(len(dataset))  # type: ignore[arg-type]
+    if isinstance(dataset, Subset):
+        base, indices = dataset.dataset, dataset.indices
+    if not hasattr(base, "item_size"):
+        return
+    for i in indices:
+        height, width = base.item_size(i)
+        yield str(base.names[i]), int(height), int(width)

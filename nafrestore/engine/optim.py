@@ -98,8 +98,9 @@ class WarmupCosineSchedule:
     warmup_iters`` (the first step is not wasted at rate 0); from there a cosine over
     ``[warmup_iters, total_iters]`` reaches ``min_lr`` at s = ``total_iters``.
 
-    Time mode: progress is ``max(s / total_iters, elapsed / time_budget_s)``, the warm-up is the first 2 % of it,
-    and training should stop when :meth:`progress` reaches 1.
+    Time mode: progress is ``max(s / total_iters, elapsed / time_budget_s)`` (whichever is further along), the
+    cosine follows it, and training should stop when :meth:`progress` reaches 1. The warm-up is ``warmup_iters``
+    steps when given (the rate is scaled by ``(s + 1) / warmup_iters`` over them), else the first 2 % of progress.
 
     Args:
         optimizer: its groups' current ``lr`` are taken as the peak rates.
@@ -143,8 +144,10 @@ class WarmupCosineSchedule:
         floor = self.min_lr / self.peak_lr if self.peak_lr > 0 else 0.0
         if self.time_budget_s:
             p = self.progress(step, elapsed_s)
+            warmup = 0.0 if self.warmup_iters else TIME_WARMUP_FRACTION
+            ramp = min(1.0, (step + 1) / self.warmup_iters) if self.warmup_iters else 1.0
             # Never exactly 0: a step at rate 0 would be wasted.
-            return max(lr_factor(p, warmup=TIME_WARMUP_FRACTION, floor=floor), 1.0 / self.total_iters)
+            return max(ramp * lr_factor(p, warmup=warmup, floor=floor), 1.0 / self.total_iters)
         if step < self.warmup_iters:
             return (step + 1) / self.warmup_iters
         t = min((step - self.warmup_iters) / (self.total_iters - self.warmup_iters), 1.0)

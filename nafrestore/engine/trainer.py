@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import signal
 import time
 import warnings
@@ -109,6 +111,9 @@ class TrainState:
     elapsed: float = 0.0  # training wall-clock seconds, all sessions (rank 0's clock, shared by every rank)
     bad_steps: int = 0
     input_logged: bool = False  # the degraded input is scored once per run
+    saved_step: int | None = None  # the step of the checkpoints/last.pt on disk (None: none yet)
+    val_finite: bool = True  # the latest validation scored finite values
+    probe: torch.Tensor | None = None  # a fixed input whose output must stay finite for a checkpoint to be written
     window: LogWindow = field(default_factory=lambda: LogWindow(time.monotonic(), 0))
     _clock0: float = 0.0  # monotonic time at which ``elapsed`` was last synchronised
     _elapsed0: float = 0.0
@@ -129,6 +134,39 @@ class TrainState:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
+
+#: What a run writes into its directory; ``--overwrite`` removes exactly these (and nothing else the folder holds).
+RUN_FILES = ("checkpoints", "tensorboard", "report", "metrics.jsonl", "train.log", "curves.png", "config.yaml",
+             "summary.json", "eval.json")  # fmt: skip
+
+
+def claim_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
+    """Make sure a fresh run does not write into another run's directory.
+
+    A directory that holds checkpoints or a metrics log is another run's: refused with one message offering
+    ``--resume``, a new ``run.dir`` or ``--overwrite``, which removes that run's files (:data:`RUN_FILES`) first.
+    Refusing, rather than numbering a new directory (``runs/x-2``) as some tools do, keeps a run's name meaning one
+    run: ``--resume runs/x``, ``eval runs/x`` and ``infer --ckpt runs/x`` all name the directory the config says.
+
+    Raises:
+        ConfigError: the directory holds a run and ``overwrite`` is off.
+    """
+    ckpts = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
+    logged = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size > 0
+    if not ckpts and not logged:
+        return
+    if not overwrite:
+        held = ", ".join(f"checkpoints/{p.name}" for p in ckpts) or "metrics.jsonl"
+        raise ConfigError(
+            f"{run_dir} already holds a run ({held}). Continue it with `nafrestore train --resume {run_dir}`, "
+            f"start a new run elsewhere with run.dir=NEW_DIR (or run.name=NEW_NAME), or replace it with --overwrite."
+        )
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _setup(
@@ -168,6 +206,10 @@ def _setup(
     )
     if ckpt is not None:
         _restore_run_state(state, ckpt)
+        state.saved_step = step
+    # Seeded on its own, so the probe never moves the training randomness.
+    channels = raw.intro.in_channels if hasattr(raw, "intro") else 3
+    state.probe = torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     state._clock0 = time.monotonic()
     return state
 
@@ -250,6 +292,8 @@ def _build_loaders(cfg: Config, info: du.DistInfo, datasets: Any) -> tuple[DataL
     from ..data import build_datasets, build_train_loader, build_val_loader
 
     train_ds, val_ds = datasets if datasets is not None else build_datasets(cfg.data, seed=cfg.run.seed)
+    if val_ds is not None:
+        _check_validation_sizes(val_ds, cfg)
     loader = build_train_loader(
         train_ds,
         batch_size=cfg.train.batch_size,
@@ -260,6 +304,22 @@ def _build_loaders(cfg: Config, info: du.DistInfo, datasets: Any) -> tuple[DataL
     )
     val_loader = build_val_loader(val_ds, rank=info.rank, world_size=info.world_size) if val_ds is not None else None
     return loader, val_loader
+
+
+def _check_validation_sizes(val_ds: Any, cfg: Config) -> None:
+    """Every validation image is large enough for val.metrics (checked now, not at the first validation)."""
+    from ..data.datasets import item_sizes
+    from ..errors import DataError
+    from ..metrics import MetricSuite
+
+    need = MetricSuite.minimum_side(cfg.val.metrics, crop_border=cfg.val.crop_border)
+    for name, height, width in item_sizes(val_ds):
+        if min(height, width) < need:
+            raise DataError(
+                f"The validation image {name!r} is {width}x{height} px, but val.metrics {cfg.val.metrics} with "
+                f"val.crop_border {cfg.val.crop_border} need at least {need} px on each side. Remove or replace the "
+                f"image, or drop the metric that needs the size (ms-ssim needs 161 px, lpips 32, ssim 11)."
+            )
 
 
 def _build_suite(cfg: Config, device: torch.device) -> Any:
@@ -313,9 +373,8 @@ def _skipped_step(s: TrainState, out: Mapping[str, Any]) -> None:
     if s.bad_steps >= tc.max_bad_steps:
         raise TrainingDivergedError(
             f"Training diverged: {s.bad_steps} non-finite losses in a row (steps {s.step - s.bad_steps + 1} to "
-            f"{s.step}). The last good checkpoint, {s.ckpt_dir / 'last.pt'}, was kept. Lower train.lr, set "
-            f"train.grad_clip (e.g. 0.01) or use train.precision=fp32, then resume with "
-            f"`{resume_command(s.run_dir)}` or start over."
+            f"{s.step}). {_kept_checkpoint(s)}. Lower train.lr, set train.grad_clip (e.g. 0.01) or use "
+            f"train.precision=fp32, then {_what_next(s)}."
         )
 
 
@@ -403,8 +462,20 @@ def _validate(s: TrainState) -> None:
         s.log.info(f"degraded input PSNR {res.input_summary['psnr']:.2f} dB -> restored {res.summary['psnr']:.2f} dB "
                    f"({gain:+.2f} dB)")  # fmt: skip
     s.input_logged = True
+    s.val_finite = all(math.isfinite(v) or v == math.inf for v in res.summary.values())  # inf: a perfect PSNR
     _keep_best(s, res.summary.get(vc.best_metric, math.nan))
     s.log.plot_curves()
+
+
+def _validate_keeping_checkpoint(s: TrainState) -> None:
+    """:func:`_validate`; if it fails (e.g. an unreadable validation file), last.pt is written before the error
+    propagates, so a validation problem never costs the training done so far."""
+    try:
+        _validate(s)
+    except NafrestoreError:
+        if _unhealthy(s) is None:
+            _save_last(s)
+        raise
 
 
 def _keep_best(s: TrainState, value: float) -> None:
@@ -436,14 +507,42 @@ def _checkpoint(s: TrainState, model: nn.Module, **parts: Any) -> dict[str, Any]
     )
 
 
-def _save_last(s: TrainState) -> None:
-    """Write checkpoints/last.pt, the full training state, from rank 0. Every process must call it (the random
-    states are gathered from all of them); it ends with a barrier."""
-    # Checked on every process (the weights are the same everywhere), so that all of them raise together.
+def _unhealthy(s: TrainState) -> str | None:
+    """Why the current state must not become a checkpoint (None: it is healthy): non-finite weights, a non-finite
+    output on a fixed probe input, or a non-finite latest validation. (Every update applied had a finite loss: a
+    step with a non-finite loss is skipped and leaves the weights as they were.) Weights can stay finite while
+    outputs are not (e.g. weights of 1e4 after a learning rate of 1e4), hence the probe."""
     if not weights_are_finite(s.raw):
+        return "its weights are not finite"
+    if not s.val_finite:
+        return "its validation scores are not finite"
+    with _inference_mode(s, s.raw), torch.no_grad():
+        finite = bool(torch.isfinite(s.raw(s.probe)).all())
+    return None if finite else "its output is not finite"
+
+
+def _kept_checkpoint(s: TrainState) -> str:
+    """What is on disk, said truthfully, for an error message."""
+    if s.saved_step is None:
+        return "No checkpoint was written before that"
+    return f"The last good checkpoint, {s.ckpt_dir / 'last.pt'} (step {s.saved_step}), was kept"
+
+
+def _what_next(s: TrainState) -> str:
+    if s.saved_step is None:
+        return "start over with --overwrite (there is nothing to resume)"
+    return f"resume with `{resume_command(s.run_dir)} train.lr=...` or start over with --overwrite"
+
+
+def _save_last(s: TrainState) -> None:
+    """Write checkpoints/last.pt, the full training state, from rank 0, if the state is healthy (see
+    :func:`_unhealthy`). Every process must call it (the random states are gathered from all of them, and the
+    health checks give the same answer everywhere, so all raise together); it ends with a barrier."""
+    reason = _unhealthy(s)
+    if reason is not None:
         raise TrainingDivergedError(
-            f"The weights became non-finite at step {s.step}; {s.ckpt_dir / 'last.pt'} was not overwritten. "
-            "Lower train.lr or set train.grad_clip."
+            f"Training diverged: at step {s.step} the model is unhealthy ({reason}), so it was not saved. "
+            f"{_kept_checkpoint(s)}. Lower train.lr or set train.grad_clip (e.g. 0.01), then {_what_next(s)}."
         )
     with _paused(s):
         rngs = du.all_gather_objects(rng_state())
@@ -461,6 +560,7 @@ def _save_last(s: TrainState) -> None:
             )
             save_checkpoint(ckpt, s.ckpt_dir / "last.pt")
         du.barrier()
+    s.saved_step = s.step
 
 
 def _save_best(s: TrainState) -> None:
@@ -514,7 +614,7 @@ def _loop(s: TrainState, stop: StopSignals, callbacks: Sequence[Callable[[TrainS
         signum = _sync_stop(s, stop)
         done = s.scheduler.progress(s.step, s.elapsed) >= 1.0
         if s.step % vc.every == 0 or done:
-            _validate(s)
+            _validate_keeping_checkpoint(s)
         if s.step % tc.ckpt_every == 0 or done or signum:
             _save_last(s)
         if signum:
@@ -532,6 +632,7 @@ def train(
     quiet: bool = False,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
     datasets: tuple[Any, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train a model as ``cfg`` describes; returns the run directory.
 
@@ -541,6 +642,8 @@ def train(
         quiet: no progress bar, log lines only.
         callbacks: functions called with the :class:`TrainState` after every step (tests, custom hooks).
         datasets: (train, val) datasets to use instead of ``build_datasets(cfg.data)``; val may be None.
+        overwrite: a fresh run may replace the files of an earlier run in its directory (see
+            :func:`claim_run_dir`); without it that is an error.
 
     Returns:
         The run directory, holding config.yaml, checkpoints/{last,best}.pt, metrics.jsonl, train.log, curves.png
@@ -555,6 +658,8 @@ def train(
         if resume is None:
             raise ConfigError("train() needs a config or a run directory / checkpoint to resume.")
         cfg = config_for_resume(resume)
+    if resume is None and int(os.environ.get("RANK", "0")) == 0:
+        claim_run_dir(cfg.run_dir, overwrite=overwrite)
     info, device = du.setup_distributed(cfg.run.device)
     try:
         with StopSignals() as stop:
@@ -572,4 +677,4 @@ def train(
     return state.run_dir
 
 
-__all__ = ["LogWindow", "TrainState", "TrainingDivergedError", "train"]
+__all__ = ["RUN_FILES", "LogWindow", "TrainState", "TrainingDivergedError", "claim_run_dir", "train"]

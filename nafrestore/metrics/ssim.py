@@ -107,9 +107,9 @@ def ms_ssim_num_scales(height: int, width: int, allow_fewer_scales: bool = False
     if not allow_fewer_scales:
         raise DataError(
             f"MS-SSIM needs images larger than {(WIN_SIZE - 1) * 2 ** (full - 1)} px on each side for its {full} "
-            f"scales, got {height}x{width} (after crop_border). Use larger images, or set allow_fewer_scales=True "
-            f"(the ms_ssim_fewer_scales option) to use fewer scales with the weights renormalised to sum to 1; such "
-            f"scores are not comparable with {full}-scale MS-SSIM."
+            f"scales, got {height}x{width} (after crop_border). Use larger images, or allow fewer scales "
+            f"(--allow-fewer-scales on the command line, allow_fewer_scales=True in Python), with the weights "
+            f"renormalised to sum to 1; such scores are not comparable with {full}-scale MS-SSIM."
         )
     for levels in range(full - 1, 0, -1):
         if side > (WIN_SIZE - 1) * 2 ** (levels - 1):

@@ -18,7 +18,7 @@ from nafrestore.metrics.fid import DEFAULT_PATCH, FID_DIMS, RFID
 from nafrestore.metrics.lpips import LPIPS_NETS, get_lpips_model
 from nafrestore.metrics.lpips import lpips as lpips_metric
 from nafrestore.metrics.psnr import psnr
-from nafrestore.metrics.ssim import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_num_scales, ssim
+from nafrestore.metrics.ssim import MS_SSIM_WEIGHTS, WIN_SIZE, ms_ssim, ms_ssim_num_scales, ssim
 from nafrestore.registry import Registry
 
 METRICS: Registry = Registry("metric")
@@ -167,6 +167,30 @@ class MetricSuite:
             else None
         )
         self.reset()
+
+    @staticmethod
+    def minimum_side(
+        names: str | Sequence[str],
+        *,
+        crop_border: int = 0,
+        allow_fewer_scales: bool = False,
+        fid_patch: int | None = DEFAULT_PATCH,
+    ) -> int:
+        """The smallest image side (``crop_border`` included) that every metric in ``names`` can score: SSIM's
+        11-px window, MS-SSIM's 161 px (11 with ``allow_fewer_scales``), LPIPS-AlexNet's 31 px (rounded up to 32),
+        rFID/KID's patch. Needs no network (usable to check a dataset before anything is loaded)."""
+        names = parse_metric_names(names)
+        need = 1
+        if "ssim" in names:
+            need = WIN_SIZE
+        if "ms-ssim" in names:
+            five_scales = (WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
+            need = max(need, WIN_SIZE if allow_fewer_scales else five_scales)
+        if "lpips" in names:
+            need = max(need, 32)
+        if any(METRIC_INFO[n].kind == "set" for n in names) and fid_patch is not None:
+            need = max(need, fid_patch)
+        return need + 2 * crop_border
 
     def reset(self) -> None:
         """Forget everything accumulated (the networks stay loaded)."""
