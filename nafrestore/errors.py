@@ -2,8 +2,8 @@
 
 Anything a user can cause (a bad config key, a missing file, a checkpoint for another model) raises a
 subclass of :class:`NafrestoreError` with a one-paragraph message that names the file or key and says what to
-do. The CLI prints the message without a traceback and exits with code 2; programming errors keep their
-tracebacks.
+do. The CLI prints the message without a traceback and exits with the error's ``exit_code`` (2 when it has none);
+programming errors keep their tracebacks.
 """
 
 
@@ -25,3 +25,30 @@ class CheckpointError(NafrestoreError):
 
 class WeightsError(NafrestoreError):
     """A pretrained network's weights file (LPIPS, FID Inception) is missing or corrupt."""
+
+
+class OutputError(NafrestoreError):
+    """An output file (image, checkpoint, export, metrics, figure) cannot be written: no permission, no space left,
+    a read-only file system, a file where a folder should be. Nothing replaced the previous file and no temporary
+    file was left behind (see :mod:`nafrestore.utils.files`).
+
+    Attributes:
+        path: the file that was to be written (set by :mod:`nafrestore.utils.files`; None otherwise).
+    """
+
+    exit_code = 1
+    # A class attribute rather than an __init__ argument: OutputExistsError is also an OSError, whose constructor
+    # reads a second positional argument as strerror.
+    path: object = None
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An exclusive write (``exclusive=True``) found its target already there; the existing file is untouched.
+
+    Also a :class:`FileExistsError`, so callers that skip existing outputs can catch that.
+    """
+
+
+class ImageWriteError(OutputError, DataError):
+    """An image file cannot be written: an :class:`OutputError` that is also the :class:`DataError` that
+    :func:`nafrestore.data.io.save_image` documents for unwritable files."""

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from nafrestore.cli import app
-from nafrestore.errors import NafrestoreError
+from nafrestore.errors import CheckpointError, NafrestoreError
 from nafrestore.inference import export_model, load_model
 from nafrestore.models import create_model
 from nafrestore.models.loading import read_checkpoint
@@ -160,3 +161,44 @@ def test_export_cli(tmp_path, ckpt, tlc_model):
     assert result.exit_code == 2 and "tflite" in result.output
     result = runner.invoke(app, ["export", "--model", str(config), "--format", "onnx", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "no trained weights" in result.output
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Exports passed back where a checkpoint is expected
+
+
+def test_torchscript_export_loads_as_the_model_it_came_from(tmp_path, ckpt, recwarn):
+    path = export_model(ckpt, tmp_path / "m.pt", format="torchscript")
+    recwarn.clear()
+    stored = read_checkpoint(path)  # read from the archive's extra files: no torch.jit.load, no code run
+    assert not [w for w in recwarn if "jit" in str(w.message).lower() or "TorchScript" in str(w.message)]
+    assert stored["model_name"] == "lka_nafnet" and stored["model_args"] == ARGS and stored["tlc_train_size"] == TLC
+    x = torch.rand(1, 3, 29, 38)
+    a, b = load_model(ckpt), load_model(path)
+    assert b.tlc_enabled
+    with torch.inference_mode():
+        assert torch.equal(a(x), b(x))
+
+
+def test_onnx_export_passed_as_a_checkpoint_says_what_it_is(tmp_path, ckpt):
+    path = export_model(ckpt, tmp_path / "demo.onnx", format="onnx")
+    renamed = tmp_path / "demo.pt"  # recognised by its bytes, not only by its name
+    renamed.write_bytes(path.read_bytes())
+    for candidate in (path, renamed):
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(candidate)
+        message = str(err.value)
+        assert "ONNX" in message and "onnxruntime" in message and "would run code" not in message, message
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = runner.invoke(app, ["infer", str(image), "-o", str(tmp_path / "out"), "--ckpt", str(path), "--quiet"])
+    assert result.exit_code == 2 and "ONNX" in result.output and "Traceback" not in result.output
+
+
+def test_export_to_an_unwritable_place_is_one_message(tmp_path, ckpt):
+    (tmp_path / "exports").write_text("a file where a folder should be")
+    out = tmp_path / "exports" / "m.safetensors"
+    result = runner.invoke(app, ["export", str(ckpt), "--format", "safetensors", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert str(out) in result.output and "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # a clean exit, no crash

@@ -185,3 +185,19 @@ def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path, folder, ckpt):
     assert "restored 3" in first.output  # deep, rgba, gray (corrupt.png fails)
     again = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt), "--glob", "*.png")
     assert "restored 0, skipped 3" in again.output and not (out / "restored").exists()
+
+
+def test_infer_keeps_gray_alpha_and_refuses_animated_files(tmp_path, ckpt):
+    root = tmp_path / "in"
+    root.mkdir()
+    la = rng_image((19, 21, 2), np.uint8, 5)
+    Image.fromarray(la).save(root / "la.png")  # (H, W, 2) uint8: gray + alpha, PNG colour type 4
+    frames = [Image.fromarray(rng_image((8, 8, 3), np.uint8, seed)) for seed in range(3)]
+    frames[0].save(root / "anim.png", save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / "out"
+    result = infer(str(root), "-o", str(out), "--ckpt", str(ckpt))
+    assert "restored 1, skipped 0 (output exists), failed 1" in result.output, result.output
+    assert "anim.png" in result.output and "3 frames" in result.output and "Traceback" not in result.output
+    with Image.open(out / "la.png") as written:
+        assert written.mode == "LA"
+        np.testing.assert_array_equal(np.asarray(written)[..., 1], la[..., 1])  # alpha bit-exact

@@ -190,3 +190,87 @@ def test_list_images_filters_sorts_and_globs(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         list_images(tmp_path / "nowhere")
     assert ".png" in IMAGE_EXTENSIONS and ".jpg" in IMAGE_EXTENSIONS
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Gray+alpha, multi-frame files, decoder noise on stderr
+
+
+def test_gray_alpha_png_comes_back_gray_alpha(tmp_path, rng):
+    la = rng.integers(0, 256, size=(9, 7, 2)).astype(np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    loaded = load_image(tmp_path / "la.png")
+    assert loaded.channels == 2 and loaded.bit_depth == 8
+    # As `infer` writes it back (nafrestore.inference.batch._Runner.save).
+    out = save_image(
+        tmp_path / "out.png", loaded.rgb, bit_depth=loaded.bit_depth, grayscale=loaded.channels in (1, 2),
+        alpha=loaded.alpha,
+    )  # fmt: skip
+    with Image.open(out) as written:
+        assert written.mode == "LA"
+        back = np.asarray(written)
+    np.testing.assert_array_equal(back[..., 1], la[..., 1])  # alpha bit-exact
+    np.testing.assert_array_equal(back[..., 0], la[..., 0])  # and the gray levels (no restoration here)
+    assert load_image(out).channels == 2
+
+
+def test_sixteen_bit_gray_alpha_falls_back_to_rgba(tmp_path, rng):
+    gray = rng.integers(0, 65536, size=(6, 5)).astype(np.uint16)
+    alpha = rng.integers(0, 65536, size=(6, 5)).astype(np.uint16)
+    rgb = np.repeat((gray / 65535.0)[:, :, None], 3, axis=2)
+    out = save_image(tmp_path / "la16.png", rgb, bit_depth=16, grayscale=True, alpha=alpha)
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (6, 5, 4) and written.dtype == np.uint16  # PIL has no 16-bit LA mode
+    np.testing.assert_array_equal(written[..., 3], alpha)
+    np.testing.assert_array_equal(written[..., 0], gray)
+
+
+def _frames(n: int) -> list[Image.Image]:
+    return [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(n)]
+
+
+@pytest.mark.parametrize("name,frames", [("anim.png", 3), ("anim.webp", 3), ("pages.tif", 2)])
+def test_multi_frame_images_are_refused(tmp_path, name, frames):
+    first, *rest = _frames(frames)
+    first.save(tmp_path / name, save_all=True, append_images=rest, duration=100)
+    with pytest.raises(DataError, match=rf"{name}.*{frames} frames.*ffmpeg"):
+        load_image(tmp_path / name)
+    with pytest.raises(DataError, match=name):  # datasets read through the same decoder
+        from nafrestore.data.io import load_rgb_integer
+
+        load_rgb_integer(tmp_path / name)
+
+
+def test_single_frame_files_of_multi_frame_formats_still_load(tmp_path):
+    (frame,) = _frames(1)
+    frame.save(tmp_path / "one.png")
+    frame.save(tmp_path / "one.webp", lossless=True)
+    frame.save(tmp_path / "one.tif")
+    frame.save(tmp_path / "one_apng.png", save_all=True, append_images=[], duration=100)  # APNG with one frame
+    # A TIFF whose second directory is a reduced-resolution preview (NewSubfileType 1) is one image, not two pages.
+    from PIL import TiffImagePlugin
+
+    with TiffImagePlugin.AppendingTiffWriter(str(tmp_path / "thumb.tif"), True) as tiff:
+        frame.save(tiff, format="TIFF")
+        tiff.newFrame()
+        frame.resize((4, 4)).save(tiff, format="TIFF", tiffinfo={254: 1})
+    with Image.open(tmp_path / "thumb.tif") as written:
+        assert written.n_frames == 2
+    for name in ("one.png", "one.webp", "one.tif", "one_apng.png", "thumb.tif"):
+        assert load_image(tmp_path / name).rgb.shape == (8, 8, 3), name
+
+
+def test_corrupt_png_prints_nothing_on_stderr(tmp_path, rng, capfd):
+    good = _write_bgr(tmp_path / "good.png", rng.integers(0, 256, size=(32, 32, 3)).astype(np.uint8))
+    data = good.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "crc.png").write_bytes(data[:40] + bytes([data[40] ^ 0xFF]) + data[41:])  # a bad chunk checksum
+    capfd.readouterr()
+    for name in ("truncated.png", "crc.png"):
+        with pytest.raises(DataError, match=name):
+            load_image(tmp_path / name)
+    import sys
+
+    print("stderr still works", file=sys.stderr)
+    captured = capfd.readouterr()
+    assert captured.err == "stderr still works\n", captured.err

@@ -391,3 +391,68 @@ def test_bare_weights_without_architecture_ask_for_model(tmp_path):
     torch.save({"params": tiny_nafnet().state_dict()}, tmp_path / "bare.pth")
     with pytest.raises(CheckpointError, match="--model"):
         load_spec(tmp_path / "bare.pth")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Files that are not what they seem: each gets its own message, and only real code in a pickle "would run code"
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "would run code" not in message, message
+    return message
+
+
+def test_pickle_carrying_code_says_it_would_run_code(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
+    with pytest.raises(CheckpointError, match="would run code") as err:
+        read_checkpoint(path)
+    assert "print" in str(err.value)  # names the global it refused
+
+
+def test_empty_checkpoint_is_reported(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert "empty (0 bytes)" in _refusal(tmp_path / "empty.pt")
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path):
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 8)
+    assert "not a PyTorch checkpoint" in _refusal(tmp_path / "noise.pth")
+    (tmp_path / "noise.pt").write_bytes(b"\x80\x02" + bytes(range(256)) * 8)  # a pickle header, then garbage
+    assert "not a PyTorch checkpoint" in _refusal(tmp_path / "noise.pt")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "photos.pt", "w") as archive:
+        archive.writestr("a.txt", "not a checkpoint")
+    assert "zip archive" in _refusal(tmp_path / "photos.pt")
+
+
+def test_error_without_a_message_names_its_type(tmp_path, monkeypatch):
+    torch.save(tiny_nafnet().state_dict(), tmp_path / "w.pth")
+
+    def failing_load(*args, **kwargs):
+        raise RuntimeError()  # an exception whose message is empty
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    assert "RuntimeError" in _refusal(tmp_path / "w.pth")
+
+
+def test_safetensors_bytes_load_whatever_the_suffix(tmp_path):
+    from safetensors.torch import save_file
+
+    state = tiny_nafnet().state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "weights.pth"))
+    loaded = read_checkpoint(tmp_path / "weights.pth")
+    assert torch.equal(loaded["model"]["intro.weight"], state["intro.weight"])
+
+
+def test_torchscript_without_embedded_weights_asks_for_a_re_export(tmp_path, recwarn):
+    scripted = torch.jit.script(torch.nn.Conv2d(3, 3, 3, padding=1))
+    torch.jit.save(scripted, str(tmp_path / "old.pt"))  # a TorchScript file without nafrestore's weights entry
+    recwarn.clear()
+    message = _refusal(tmp_path / "old.pt")
+    assert "TorchScript" in message and "re-export" in message.lower()
+    assert not [w for w in recwarn if "jit" in str(w.message).lower() or "TorchScript" in str(w.message)]

@@ -1,15 +1,21 @@
 """Image files in and out, with OpenCV doing the codecs.
 
-Reading gives float32 RGB in [0, 1] whatever the file holds (8- or 16-bit; grayscale, RGB or RGBA; PNG, TIFF,
-JPEG, WebP, BMP), with the alpha channel kept aside untouched and the EXIF orientation applied. Writing is
+Reading gives float32 RGB in [0, 1] whatever the file holds (8- or 16-bit; grayscale, gray+alpha, RGB or RGBA;
+PNG, TIFF, JPEG, WebP, BMP), with the alpha channel kept aside untouched and the EXIF orientation applied. Files
+with several frames (animated PNG/WebP, multi-page TIFF) are refused rather than read as their first frame. Writing is
 atomic: the encoded bytes go to a temporary file in the destination folder, which is then renamed over the final
 name, so an interrupted run never leaves a truncated image behind under the name a later run would trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from collections.abc import Iterable
+import io
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, ImageWriteError, OutputError, OutputExistsError
 from ..utils.files import atomic_write
 from ..utils.pixels import from_float, to_float
 
@@ -45,6 +51,10 @@ _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
 _NO_ALPHA = (".jpg", ".jpeg")
 
 _EXIF_ORIENTATION = 0x0112
+_NEW_SUBFILE_TYPE = 254  # TIFF tag; bit 0 set: a reduced-resolution copy (preview) of another page
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY_ALPHA = 4  # PNG colour type of gray + alpha
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big endian, classic/BigTIFF
 
 
 @dataclass
@@ -55,7 +65,7 @@ class LoadedImage:
         rgb: (H, W, 3) float32 in [0, 1], RGB order; grayscale files are replicated to three channels.
         alpha: (H, W) alpha channel in the file's own dtype (uint8 or uint16), untouched; None without one.
         bit_depth: 8 or 16, the file's bits per sample.
-        channels: 1, 3 or 4, the channels as stored in the file (a gray+alpha PNG decodes as 4).
+        channels: the channels as stored in the file: 1 (gray), 2 (gray+alpha PNG), 3 (RGB) or 4 (RGBA).
         path: the file that was read.
     """
 
@@ -76,7 +86,10 @@ def _decode(path: Path) -> np.ndarray:
         buffer = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise DataError(f"Image file {path} cannot be read ({exc}). Check its permissions.") from exc
-    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    _refuse_several_frames(path, buffer)
+    is_png = buffer[:8].tobytes() == _PNG_SIGNATURE
+    with _quiet_stderr() if is_png else contextlib.nullcontext():
+        array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if array is None:
         raise DataError(
             f"Image file {path} cannot be decoded: it is empty, truncated, corrupt or not an image in a supported "
@@ -89,10 +102,122 @@ def _decode(path: Path) -> np.ndarray:
         )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    if is_png and array.ndim == 3 and array.shape[2] == 4 and buffer.size > 25 and buffer[25] == _PNG_GRAY_ALPHA:
+        # OpenCV expands gray+alpha PNGs to BGRA (gray copied to B, G and R); keep what the file holds. Byte 25
+        # is the colour type in the IHDR chunk, which the PNG format requires to come first.
+        array = np.ascontiguousarray(array[:, :, [0, 3]])
     if path.suffix.lower() in _EXIF_EXTENSIONS:
         # IMREAD_UNCHANGED ignores the EXIF orientation (IMREAD_COLOR would apply it but drops alpha and 16 bits).
         array = _apply_orientation(array, _exif_orientation(path))
     return array
+
+
+# Decoders that print to the process's stderr (libpng's "libpng error: ...", OpenCV's own "[ WARN:0@...]" lines)
+# write to file descriptor 2 directly, past Python's sys.stderr: the file is still reported by our DataError, so
+# the only way to keep that message the only output is to point fd 2 at /dev/null while decoding. fd 2 belongs to
+# the whole process, so (1) nested or concurrent uses are counted: the first one in redirects, the last one out
+# restores; (2) what another thread writes to stderr during a decode (milliseconds) is lost too, which is why this
+# is used only around the PNG decoder, the one that prints.
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_saved_stderr: int | None = None
+
+
+def _redirect_stderr_to_null() -> int | None:
+    """Points fd 2 at /dev/null; returns a duplicate of the previous fd 2 (None if there was none or it failed)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()  # what Python already buffered belongs to the real stderr
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (e.g. a daemon): nothing to protect
+        return None
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Discards what native code writes to file descriptor 2 inside the block (restored in all cases)."""
+    global _quiet_users, _saved_stderr
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _saved_stderr = _redirect_stderr_to_null()
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and _saved_stderr is not None:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = None
+
+
+def _refuse_several_frames(path: Path, buffer: np.ndarray) -> None:
+    """Raises DataError for an animated PNG/WebP or a multi-page TIFF, which OpenCV would read as its first frame.
+
+    Only files whose bytes say they may hold several frames are opened with PIL (APNG: an ``acTL`` chunk;
+    WebP: the animation flag; TIFF: always, it is already opened for EXIF; GIF, should it ever be accepted), so
+    plain PNGs cost no extra read.
+    """
+    frames = _frame_count(path, buffer)
+    if frames > 1:
+        raise DataError(
+            f"Image file {path} holds {frames} frames (an animated or multi-page image); nafrestore restores "
+            f"single images and would otherwise use only the first one. Extract the frames and restore those, e.g. "
+            f"`ffmpeg -i {path.name} frame_%04d.png`, or save the one you want as its own file."
+        )
+
+
+def _frame_count(path: Path, buffer: np.ndarray) -> int:
+    """Frames (pages) in an image file; 1 for single images and whenever the container cannot be parsed (the
+    decoder then says what is wrong)."""
+    head = buffer[:21].tobytes()
+    if head.startswith(_PNG_SIGNATURE):
+        return _apng_frames(buffer)
+    is_webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    if is_webp and not (head[12:16] == b"VP8X" and len(head) > 20 and head[20] & 0x02):
+        return 1  # a still WebP (the animation flag of the extended header is off)
+    if not is_webp and head[:4] not in _TIFF_MAGIC and head[:6] not in (b"GIF87a", b"GIF89a"):
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            total = int(getattr(image, "n_frames", 1))
+            if total <= 1 or image.format != "TIFF":
+                return total
+            pages = 0
+            for index in range(total):  # TIFF: previews of another page do not count as pages
+                image.seek(index)
+                pages += not int(image.tag_v2.get(_NEW_SUBFILE_TYPE, 0)) & 1
+            return max(pages, 1)
+    except Exception:  # PIL cannot parse everything OpenCV decodes
+        return 1
+
+
+def _apng_frames(buffer: np.ndarray) -> int:
+    """The frame count of an animated PNG's ``acTL`` chunk (it must come before the image data); 1 without one."""
+    data = buffer[:65536].tobytes()  # the chunks before the image data are small
+    offset = 8
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"acTL" and offset + 12 <= len(data):
+            return max(int.from_bytes(data[offset + 8 : offset + 12], "big"), 1)
+        if kind in (b"IDAT", b"IEND"):
+            break
+        offset += 12 + length
+    return 1
 
 
 def _exif_orientation(path: Path) -> int:
@@ -131,8 +256,8 @@ def _split(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2), None, 1
     channels = array.shape[2]
-    if channels == 2:  # gray + alpha (OpenCV usually expands these to BGRA already)
-        return np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1].copy(), 4
+    if channels == 2:  # gray + alpha (see _decode)
+        return np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1].copy(), 2
     rgb = np.ascontiguousarray(array[:, :, 2::-1])  # BGR(A) -> RGB
     alpha = array[:, :, 3].copy() if channels >= 4 else None
     return rgb, alpha, 4 if alpha is not None else 3
@@ -149,13 +274,14 @@ def load_rgb_integer(path: str | Path) -> np.ndarray:
 
 
 def load_image(path: str | Path) -> LoadedImage:
-    """Reads an image file (8/16-bit PNG or TIFF, JPEG, WebP, BMP; grayscale, RGB or RGBA), EXIF-oriented.
+    """Reads an image file (8/16-bit PNG or TIFF, JPEG, WebP, BMP; gray, gray+alpha, RGB or RGBA), EXIF-oriented.
 
     Returns:
         A :class:`LoadedImage`; ``rgb`` is (H, W, 3) float32 in [0, 1] in RGB order.
 
     Raises:
-        DataError: the file is missing, unreadable, corrupt or not an image, naming it.
+        DataError: the file is missing, unreadable, corrupt, not an image, or holds several frames (animated
+            PNG/WebP, multi-page TIFF), naming it.
     """
     path = Path(path)
     array = _decode(path)
@@ -248,6 +374,7 @@ def save_image(
     grayscale: bool = False,
     alpha: np.ndarray | None = None,
     quality: int = 95,
+    exclusive: bool = False,
 ) -> Path:
     """Writes an image atomically; the format follows the extension.
 
@@ -262,15 +389,20 @@ def save_image(
         alpha: (H, W) alpha appended as a fourth channel. Integer alpha of the output depth is written unchanged
             (a uint8 alpha from :func:`load_image` round-trips exactly); uint8/uint16 alpha of the other depth is
             rescaled exactly (x257) or rounded; float alpha is read as [0, 1]. JPEG cannot store alpha, which is
-            dropped; grayscale with alpha writes RGBA with equal colour channels (PNG via OpenCV has no
-            gray+alpha).
+            dropped. ``grayscale`` with alpha writes an 8-bit PNG as gray+alpha (PNG colour type 4, PIL mode
+            ``LA``: OpenCV cannot write it); a 16-bit PNG (PIL has no 16-bit gray+alpha mode) and the other
+            formats are written as RGBA with equal colour channels.
         quality: JPEG/WebP quality, 1-100.
+        exclusive: never replace an existing file (for a batch that must not overwrite another run's output).
 
     Returns:
         The path written.
 
     Raises:
-        DataError: the extension is not a supported image format or the file cannot be written.
+        DataError: the extension is not a supported image format; :class:`~nafrestore.errors.ImageWriteError`
+            (a DataError and an OutputError, exit code 1) when the file cannot be written, naming it and the
+            reason; the previous file is then unchanged.
+        OutputExistsError: ``exclusive`` and the file exists (also a ``FileExistsError``); it is left unchanged.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -285,6 +417,10 @@ def save_image(
         bit_depth = 8
     array = _to_hwc(rgb)
     height, width = array.shape[:2]
+    if grayscale and alpha is not None and suffix == ".png" and bit_depth == 8:
+        gray_alpha = np.dstack([from_float(rgb_to_luma(array), 8), _alpha_to(alpha, 8, (height, width))])
+        _write_atomic(path, _encode_gray_alpha_png(gray_alpha), exclusive)
+        return path
     if grayscale:
         luma = rgb_to_luma(array)
         samples = from_float(luma, bit_depth)
@@ -302,17 +438,37 @@ def save_image(
     ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(samples), params)
     if not ok:
         raise DataError(f"OpenCV could not encode {path} as {suffix} ({samples.shape}, {samples.dtype}).")
-    _write_atomic(path, encoded.tobytes())
+    _write_atomic(path, encoded.tobytes(), exclusive)
     return path
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes bytes atomically (:func:`~nafrestore.utils.files.atomic_write`); OS errors name the file."""
+def _encode_gray_alpha_png(gray_alpha: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 2) uint8 gray+alpha array, through PIL (OpenCV writes 1, 3 or 4 channels only)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(gray_alpha))  # (H, W, 2) uint8 is mode "LA"
+    assert image.mode == "LA", image.mode
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Writes bytes atomically (:func:`~nafrestore.utils.files.atomic_write`).
+
+    Failures come from the shared writer as one message naming the file and the reason; they are raised as
+    :class:`ImageWriteError`, the same message and exit code, which is also the :class:`DataError` that
+    :func:`save_image` has always raised for unwritable files.
+    """
     try:
-        with atomic_write(path) as f:
+        with atomic_write(path, exclusive=exclusive) as f:
             f.write(data)
-    except OSError as exc:
-        raise DataError(f"Cannot write {path}: {exc}. Check that the folder is writable and has free space.") from exc
+    except OutputExistsError:
+        raise
+    except OutputError as exc:
+        err = ImageWriteError(str(exc))
+        err.path = exc.path
+        raise err from exc.__cause__
 
 
 def _is_image(path: Path) -> bool:

@@ -169,7 +169,7 @@ class _Runner:
             job.target,
             restored,
             bit_depth=image.bit_depth,
-            grayscale=image.channels == 1,
+            grayscale=image.channels in (1, 2),  # gray and gray+alpha files are written gray
             alpha=image.alpha,
             quality=self.quality,
         )

@@ -10,7 +10,10 @@
   its windows from the integral image with index tensors, so the graph has no size-dependent control flow.
 - ``torchscript``: the same module through ``torch.jit.script``, so H and W stay dynamic too. TorchScript is
   deprecated in PyTorch 2.x; prefer ONNX (or ``load_model`` in Python) for new deployments. Runs on CPU/CUDA
-  with ``torch.jit.load``; no autocast inside the graph.
+  with ``torch.jit.load``; no autocast inside the graph. The archive also carries the unfolded weights and the
+  architecture as a safetensors blob in its extra files (``extra/nafrestore.safetensors``, the layout of the
+  safetensors export), so ``load_model``/``--ckpt`` accept the file and read it without running its code. This
+  roughly doubles the file size.
 
 Every file is written to a temporary name in the destination folder and renamed when complete.
 """
@@ -27,7 +30,7 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..models.layers import LocalAvgPool2d, use_plain_layernorm
-from ..models.loading import ModelSpec, load_spec
+from ..models.loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
 
@@ -192,10 +195,16 @@ def export_model(
     return output
 
 
+def _unfolded_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The spec's (training-layout) weights as contiguous CPU tensors, as safetensors stores them."""
+    assert spec.state is not None
+    return {k: v.detach().cpu().contiguous().clone() for k, v in spec.state.items()}
+
+
 def _export_safetensors(spec: ModelSpec, path: Path) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in spec.state.items()}
+    state = _unfolded_state(spec)
     spec.build()  # fail here, not at load time, when the weights do not fit the architecture
     save_file(state, str(path), metadata={"nafrestore": json.dumps(spec.metadata())})
 
@@ -256,6 +265,8 @@ def _compare(spec: ModelSpec, x: torch.Tensor, got: torch.Tensor, what: str) -> 
 
 
 def _export_torchscript(spec: ModelSpec, path: Path, check_size: int) -> None:
+    from safetensors.torch import save as save_safetensors
+
     module = exportable_module(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x (see module doc)
@@ -263,7 +274,10 @@ def _export_torchscript(spec: ModelSpec, path: Path, check_size: int) -> None:
             scripted = torch.jit.script(module)
         except Exception as exc:
             raise NafrestoreError(f"TorchScript export failed: {type(exc).__name__}: {str(exc)[:500]}") from exc
-        scripted.save(str(path))
+        # The weights and architecture in the safetensors layout, so that read_checkpoint can rebuild the model
+        # from the archive without torch.jit.load (which would run the archive's code).
+        weights = save_safetensors(_unfolded_state(spec), metadata={"nafrestore": json.dumps(spec.metadata())})
+        torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_WEIGHTS_ENTRY: weights})
         loaded = torch.jit.load(str(path))
     x = torch.rand(1, module.intro.in_channels, check_size + 3, check_size + 1)
     with torch.inference_mode():

@@ -8,16 +8,22 @@
   ``eval`` and ``export`` all build through it).
 - :func:`load_weights`: a state dict into a network, strictly, with one readable message on any mismatch.
 
-Files are read with ``torch.load(weights_only=True)``, so a pickle that carries code is refused. Accepted
-layouts: a nafrestore checkpoint (``{"model_name", "model_args", "model", ...}``), BasicSR/NAFNet release files
-(``{"params": ...}`` and/or ``{"params_ema": ...}``), ``{"state_dict": ...}``, and bare state dicts, with
-``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefixes stripped.
+Files are recognised by their bytes, not their names: PyTorch files (zip or legacy pickle) are read with
+``torch.load(weights_only=True)``, so a pickle that carries code is refused; safetensors files directly; nafrestore's
+TorchScript exports through the safetensors copy of the weights embedded in the archive (read with ``zipfile``,
+so none of the archive's code runs); ONNX exports, other TorchScript files, empty files and anything else get a
+message saying what the file is and what to pass instead. Accepted layouts: a nafrestore checkpoint
+(``{"model_name", "model_args", "model", ...}``), BasicSR/NAFNet release files (``{"params": ...}`` and/or
+``{"params_ema": ...}``), ``{"state_dict": ...}``, and bare state dicts, with ``module.`` (DataParallel) or
+``_orig_mod.`` (torch.compile) prefixes stripped.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,13 @@ from ..errors import CheckpointError, NafrestoreError
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 _ROOT = Path(__file__).resolve().parents[2]
+#: The extra file of a nafrestore TorchScript export that holds its unfolded weights and architecture, in the
+#: layout of the safetensors export (stored in the archive as ``<archive>/extra/nafrestore.safetensors``).
+TORCHSCRIPT_WEIGHTS_ENTRY = "nafrestore.safetensors"
+# What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
+# loading the file without weights_only would run code; other unpickling errors are just unreadable files.
+# (older torch versions said "Unsupported class").
+_CODE_MARKERS = ("Unsupported global", "was not an allowed global", "Unsupported class", "unrecognized function")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -93,35 +106,146 @@ def find_config(source: str | Path) -> Path | None:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint or weights file safely onto the CPU.
 
+    Reads PyTorch files (zip or legacy pickle, ``weights_only=True``), safetensors files (with the architecture
+    from their metadata when nafrestore wrote them) and nafrestore TorchScript exports (the weights embedded in the
+    archive, without loading its code), whatever their suffix.
+
+    Returns:
+        The loaded mapping; for safetensors files and TorchScript exports ``{"model": state dict, **metadata}``.
+
     Raises:
-        CheckpointError: the file is missing, truncated, not a torch file, or carries code.
+        CheckpointError: the file is missing, empty, truncated, carries code, or is something else (an ONNX
+            export, a TorchScript file without embedded weights, unrelated bytes), saying what it is and what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist. Give the path of a .pt/.pth file or a run directory.")
-    if path.suffix == ".safetensors":
+    kind = _file_kind(path)
+    if kind == "safetensors":
         return _read_safetensors(path)
+    if kind == "torchscript":
+        return _read_torchscript(path)
+    if kind in ("torch", "pickle"):
+        return _torch_load(path)
+    raise CheckpointError(_not_loadable_message(path, kind))
+
+
+def _file_kind(path: Path) -> str:
+    """What a file holds, from its first bytes (and its suffix where the bytes cannot tell): ``empty``, ``torch``
+    (a torch.save zip), ``torchscript``, ``zip`` (another zip archive), ``safetensors``, ``pickle`` (legacy
+    torch.save), ``onnx`` or ``unknown``."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({_first_line(exc)}). Check its permissions."
+        ) from None
+    if size == 0:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if 0 < header_len <= size - 8 and head[8:9] == b"{":  # safetensors: u64 header length, then a JSON header
+        return "safetensors"
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:  # PROTO opcode, protocol 2-5: legacy torch.save (protocol 2)
+        return "pickle"
+    if path.suffix.lower() == ".onnx" or _looks_like_onnx(head):
+        return "onnx"
+    if path.suffix.lower() == ".safetensors":
+        return "safetensors"  # a damaged safetensors file: its reader says what is wrong
+    return "unknown"
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "torch"  # e.g. a truncated torch.save file: torch.load reports it
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        return "torchscript"  # TorchScript archives hold the module's code (and data.pkl, like checkpoints)
+    if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return "torch"
+    return "zip"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto starts with field 1 (``ir_version``, a small varint) followed by another field tag."""
+    if len(head) < 3 or head[0] != 0x08 or not 1 <= head[1] <= 0x7F:
+        return False
+    return 2 <= head[2] >> 3 <= 25 and head[2] & 0x07 in (0, 2)
+
+
+def _not_loadable_message(path: Path, kind: str) -> str:
+    if kind == "empty":
+        return (
+            f"Checkpoint {path} is empty (0 bytes): its save or download was interrupted. Re-download or re-save it, "
+            f"or use another checkpoint of the run (e.g. checkpoints/best.pt instead of last.pt)."
+        )
+    if kind == "onnx":
+        return (
+            f"{path} is an ONNX export: it holds the folded inference graph, from which nafrestore cannot rebuild "
+            f"the model. Run it with onnxruntime (onnxruntime.InferenceSession), or pass the .pt checkpoint or "
+            f".safetensors export it was made from."
+        )
+    if kind == "zip":
+        return (
+            f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl inside). Give a .pt/.pth checkpoint, "
+            f"a .safetensors file or a run directory."
+        )
+    with open(path, "rb") as f:
+        head = f.read(8).hex(" ")
+    return (
+        f"{path} is not a PyTorch checkpoint, safetensors file or nafrestore export (it starts with the bytes "
+        f"{head}). Give a .pt/.pth checkpoint, a .safetensors file or a run directory written by `nafrestore train`."
+    )
+
+
+def _torch_load(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if any(marker in str(exc) for marker in _CODE_MARKERS):
+            raise CheckpointError(
+                f"Refusing to load {path}: it holds Python objects other than tensors and plain containers "
+                f"({detail}). Loading it would run code from the file. If you trust it, re-save only its state "
+                f"dict: torch.save(obj['params'] or obj.state_dict(), 'weights.pth')."
+            ) from None
         raise CheckpointError(
-            f"Refusing to load {path}: it holds Python objects other than tensors and plain containers "
-            f"({str(exc).splitlines()[0][:200]}). Loading it would run code from the file. If you trust it, "
-            f"re-save only its state dict: torch.save(obj['params'] or obj.state_dict(), 'weights.pth')."
+            f"{path} is not a PyTorch checkpoint, or it is corrupt: its pickle data cannot be read ({detail}). "
+            f"Re-download or re-save it."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"Cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}. The file may be truncated or not "
-            f"a PyTorch file; re-download or re-save it."
+            f"Cannot read checkpoint {path}: {_first_line(exc)}. The file may be truncated or not a PyTorch file; "
+            f"re-download or re-save it."
         ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state dict or checkpoint dict.")
     return dict(obj)
 
 
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    import json
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (200 characters at most), else its type name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:200]
+    return type(exc).__name__
 
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The useful part of a weights_only refusal (e.g. ``Unsupported global: GLOBAL print was not an allowed
+    global by default``), which torch puts after several lines of advice; else the first line."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+    if found is None:
+        return _first_line(exc)
+    return found.group(1).split(". ")[0].strip().rstrip(".")[:200]  # its first sentence; the rest is advice
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     try:
@@ -130,10 +254,43 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"Cannot read safetensors file {path}: {exc}.") from None
+    return _checkpoint_from(tensors, meta)
+
+
+def _checkpoint_from(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> dict[str, Any]:
+    """The checkpoint dict of safetensors weights: ``{"model": tensors}`` plus nafrestore's metadata, if any."""
     ckpt: dict[str, Any] = {"model": tensors}
     if "nafrestore" in meta:
         ckpt.update(json.loads(meta["nafrestore"]))
     return ckpt
+
+
+def _read_torchscript(path: Path) -> dict[str, Any]:
+    """The weights and architecture a nafrestore TorchScript export embeds, read without loading its code."""
+    from safetensors.torch import load as load_safetensors
+
+    suffix = f"/extra/{TORCHSCRIPT_WEIGHTS_ENTRY}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entry = next((name for name in archive.namelist() if name.endswith(suffix)), None)
+            data = archive.read(entry) if entry is not None else None
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"Cannot read TorchScript file {path}: {_first_line(exc)}. It may be truncated; export it again."
+        ) from None
+    if data is None:
+        raise CheckpointError(
+            f"{path} is a TorchScript file without the weights nafrestore embeds in its TorchScript exports (an "
+            f"export from an older nafrestore, or another tool's file); its model cannot be read without running "
+            f"its code. Re-export it (nafrestore export CHECKPOINT --format torchscript), or pass the checkpoint or "
+            f".safetensors export it came from. To run it as it is, use torch.jit.load in Python."
+        )
+    try:
+        tensors = load_safetensors(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"The weights embedded in {path} cannot be read: {_first_line(exc)}.") from None
+    return _checkpoint_from(tensors, header.get("__metadata__") or {})
 
 
 def state_dict_from(obj: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
