@@ -73,23 +73,39 @@ class EvalResult:
 def folder_items(pred_dir: str | Path, gt_dir: str | Path, lq_dir: str | Path | None = None) -> Iterator[EvalItem]:
     """Pairs of restored and ground-truth images matched by relative path and stem (and the input, if given).
 
+    Single-channel files stay single-channel when the restored and ground-truth files both are: BasicSR scores a
+    2-D image as it is (its Y channel of a gray image is the image), so ``--y-channel`` on gray files agrees with
+    its published numbers. A gray file paired with a colour one is compared as three equal channels.
+
     Raises:
         DataError: unmatched names, or a pair of different sizes (naming it).
     """
-    from .data import match_pairs, read_image
+    from .data import load_image, match_pairs
 
-    pairs = match_pairs(pred_dir, gt_dir)
-    inputs = {name: lq for name, lq, _ in match_pairs(lq_dir, gt_dir)} if lq_dir is not None else {}
+    pairs = match_pairs(pred_dir, gt_dir, roles=("restored (--pred)", "ground-truth (--gt)"))
+    inputs = {}
+    if lq_dir is not None:
+        inputs = {
+            name: lq for name, lq, _ in match_pairs(lq_dir, gt_dir, roles=("input (--lq)", "ground-truth (--gt)"))
+        }
     for name, pred_path, gt_path in pairs:
-        pred, gt = read_image(pred_path), read_image(gt_path)
-        lq = read_image(inputs[name]) if name in inputs else None
+        pred, gt = load_image(pred_path), load_image(gt_path)
+        lq = load_image(inputs[name]) if name in inputs else None
         for label, image, path in (("restored", pred, pred_path), ("input", lq, inputs.get(name))):
-            if image is not None and image.shape != gt.shape:
+            if image is not None and image.rgb.shape != gt.rgb.shape:
                 raise DataError(
-                    f"The {label} image {path} is {image.shape[2]}x{image.shape[1]} but its ground truth {gt_path} is "
-                    f"{gt.shape[2]}x{gt.shape[1]}; pairs must have the same size."
+                    f"The {label} image {path} is {image.rgb.shape[1]}x{image.rgb.shape[0]} but its ground truth "
+                    f"{gt_path} is {gt.rgb.shape[1]}x{gt.rgb.shape[0]}; pairs must have the same size."
                 )
-        yield EvalItem(name, gt, lq=lq, pred=pred)
+        gray = all(image.channels in (1, 2) for image in (pred, gt))
+        pred_t, gt_t, lq_t = (None if im is None else _scored_tensor(im.rgb, gray) for im in (pred, gt, lq))
+        yield EvalItem(name, gt_t, lq=lq_t, pred=pred_t)  # type: ignore[arg-type]
+
+
+def _scored_tensor(rgb: np.ndarray, gray: bool) -> torch.Tensor:
+    """(H, W, 3) float [0, 1] -> (3, H, W), or (1, H, W) for gray files (whose three channels are equal)."""
+    chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return chw[:1].clone() if gray else chw
 
 
 def dataset_items(dataset: torch.utils.data.Dataset) -> Iterator[EvalItem]:

@@ -163,3 +163,33 @@ def test_eval_a_model_run_on_its_validation_set_and_on_a_folder(tmp_path):
     assert json.loads((tmp_path / "m2.json").read_text())["summary"]["psnr"] == pytest.approx(data["summary"]["psnr"])
     result = runner.invoke(app, ["eval", str(run), "--ckpt", "last"])
     assert result.exit_code == 2 and "last.pt" in result.output
+
+
+@pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
+@pytest.mark.parametrize("y_channel", [False, True], ids=["rgb-channels", "y"])
+@pytest.mark.parametrize("crop", [0, 4])
+def test_eval_agrees_with_basicsr_on_files(tmp_path, basicsr_metrics, gray, y_channel, crop):
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        gt = photo(20 + i, 48, 56)
+        noisy = np.clip(gt + rng.normal(0, 0.08, gt.shape), 0, 1).astype(np.float32)
+        save_image(tmp_path / "gt" / f"{i}.png", gt, grayscale=gray)
+        save_image(tmp_path / "pred" / f"{i}.png", noisy, grayscale=gray)
+    out = tmp_path / "e.json"
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr,ssim",
+            "--crop-border", str(crop), "--json", str(out), "--quiet"]  # fmt: skip
+    args += ["--y-channel"] if y_channel else []
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ours = {row["name"]: row for row in json.loads(out.read_text())["images"]}
+    for i in range(3):
+        # BasicSR reads files with cv2.imread (BGR, or 2-D for gray) and scores them as they are.
+        pred = cv2.imread(str(tmp_path / "pred" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        gt = cv2.imread(str(tmp_path / "gt" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert pred.ndim == (2 if gray else 3)
+        want_psnr = basicsr_metrics.calculate_psnr(pred, gt, crop, test_y_channel=y_channel)
+        want_ssim = basicsr_metrics.calculate_ssim(pred, gt, crop, test_y_channel=y_channel)
+        assert ours[str(i)]["psnr"] == pytest.approx(want_psnr, abs=1e-6)
+        assert ours[str(i)]["ssim"] == pytest.approx(want_ssim, abs=1e-6)  # BasicSR takes Y in float32

@@ -201,3 +201,50 @@ def test_infer_keeps_gray_alpha_and_refuses_animated_files(tmp_path, ckpt):
     with Image.open(out / "la.png") as written:
         assert written.mode == "LA"
         np.testing.assert_array_equal(np.asarray(written)[..., 1], la[..., 1])  # alpha bit-exact
+
+
+def test_running_twice_into_the_input_folder_never_restores_its_own_outputs(tmp_path, ckpt):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(folder / f"{name}.png"), rng_image((20, 24, 3)))
+    args = ["infer", str(folder), "-o", str(folder), "--suffix", "_r", "--ckpt", str(ckpt), "--quiet"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "restored 2, skipped 0" in first.output, first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and "restored 0, skipped 2 (output exists), failed 0" in second.output, second.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_r.png", "b.png", "b_r.png"]
+
+
+def test_a_bad_overlap_fails_once_before_any_file(tmp_path, ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.png"), rng_image((20, 24, 3)))
+    result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt),
+                                 "--tile", "32", "--overlap", "16", "--quiet"])  # fmt: skip
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "below half the tile" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_another_runs_output_is_never_replaced_without_overwrite(tmp_path, ckpt, monkeypatch):
+    # Two runs into one folder: the other run writes b's output while this one is working on a.
+    from nafrestore.inference import batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(folder / f"{name}.png"), rng_image((20, 24, 3)))
+    out = tmp_path / "out"
+    out.mkdir()
+    real_save = batch._Runner.save
+
+    def save(self, job, image, restored, exclusive):
+        if job.source.name == "a.png":
+            (out / "b.png").write_bytes(b"the other run's file")
+        real_save(self, job, image, restored, exclusive)
+
+    monkeypatch.setattr(batch._Runner, "save", save)
+    result = runner.invoke(app, ["infer", str(folder), "-o", str(out), "--ckpt", str(ckpt), "--quiet"])
+    assert result.exit_code == 0 and "restored 1, skipped 1 (output exists), failed 0" in result.output, result.output
+    assert (out / "b.png").read_bytes() == b"the other run's file"

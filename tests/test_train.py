@@ -338,7 +338,8 @@ def test_divergence_never_writes_an_unhealthy_checkpoint_and_resuming_with_a_low
     train(cfg, quiet=True, datasets=small_data(cfg))  # a healthy last.pt at step 4
     # lr 1e4: the weights stay finite (up to ~1e4) while the outputs and validation become NaN.
     blown = config_for_resume(run, None, ["train.iters=40", "train.lr=1e4", "train.ckpt_every=5", "val.every=5"])
-    with pytest.raises(TrainingDivergedError, match=r"unhealthy .*last good checkpoint, .*last.pt \(step 4\), was kept"):
+    kept = r"unhealthy .*last good checkpoint, .*last.pt \(step 4\), was kept"
+    with pytest.raises(TrainingDivergedError, match=kept):
         train(blown, resume=run, quiet=True, datasets=small_data(blown))
     assert ckpt(run)["step"] == 4
     with torch.no_grad():

@@ -58,7 +58,9 @@ def _index_by_stem(folder: Path, role: str) -> dict[str, Path]:
     return index
 
 
-def match_pairs(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path, Path]]:
+def match_pairs(
+    lq_dir: str | Path, gt_dir: str | Path, roles: tuple[str, str] = ("input (lq)", "ground-truth (gt)")
+) -> list[tuple[str, Path, Path]]:
     """Pairs the images of two folders by relative path and stem; extensions may differ (``a/x.jpg``-``a/x.png``).
 
     Returns:
@@ -69,7 +71,7 @@ def match_pairs(lq_dir: str | Path, gt_dir: str | Path) -> list[tuple[str, Path,
             gives the counts and the first few names on each side).
     """
     lq_dir, gt_dir = Path(lq_dir), Path(gt_dir)
-    lq, gt = _index_by_stem(lq_dir, "input (lq)"), _index_by_stem(gt_dir, "ground-truth (gt)")
+    lq, gt = _index_by_stem(lq_dir, roles[0]), _index_by_stem(gt_dir, roles[1])
     lq_only = sorted(set(lq) - set(gt))
     gt_only = sorted(set(gt) - set(lq))
     if lq_only or gt_only:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
-from ..errors import NafrestoreError
+from ..errors import NafrestoreError, OutputExistsError
 from ..utils.device import resolve_precision
 from .api import restore_rgb
 from .fold import in_channels
-from .tiling import DEFAULT_OVERLAP, auto_tile, restore_batch
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_tile, restore_batch
 
 __all__ = ["BatchReport", "Job", "plan_jobs", "restore_files"]
 
@@ -107,6 +107,10 @@ def plan_jobs(
             relative = path.relative_to(root) if root.is_dir() else Path(path.name)
             name = f"{relative.stem}{suffix}{ext or relative.suffix}"
             jobs.append(Job(path, out_dir / relative.parent / name))
+    # Outputs are never inputs of the same run: with -o DIR inside (or equal to) an input folder and a --suffix, a
+    # second run would otherwise restore its own outputs (a_r.png -> a_r_r.png).
+    targets = {job.target.resolve() for job in jobs}
+    jobs = [job for job in jobs if job.source.resolve() not in targets or job.source.resolve() == job.target.resolve()]
     if not jobs:
         pattern = f" matching {glob!r}" if glob else ""
         raise NafrestoreError(
@@ -162,7 +166,7 @@ class _Runner:
         out = restore_batch(self.model, batch, tta=self.tta, precision=self.precision, max_megapixels=math.inf)
         return [np.ascontiguousarray(o) for o in out.permute(0, 2, 3, 1).cpu().numpy()]
 
-    def save(self, job: Job, image: LoadedImage, restored: np.ndarray) -> None:
+    def save(self, job: Job, image: LoadedImage, restored: np.ndarray, exclusive: bool) -> None:
         if restored.shape[2] == 1:
             restored = np.repeat(restored, 3, axis=2)  # gray model output; written gray below when the file was
         save_image(
@@ -172,6 +176,7 @@ class _Runner:
             grayscale=image.channels in (1, 2),  # gray and gray+alpha files are written gray
             alpha=image.alpha,
             quality=self.quality,
+            exclusive=exclusive,
         )
 
 
@@ -216,6 +221,10 @@ def restore_files(
         inputs = [inputs]
     if batch < 1:
         raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
+    if tile is not None:
+        check_tile(tile, overlap)  # once, before any file, not once per file
+    elif overlap >= DEFAULT_TILE // 2:
+        check_tile(DEFAULT_TILE, overlap)  # the tile large images get automatically
     jobs = plan_jobs(inputs, out_dir, glob=glob, suffix=suffix, ext=ext)
     runner = _Runner(
         model, tile=tile, overlap=overlap, tta=tta, precision=precision, max_megapixels=max_megapixels, quality=quality
@@ -226,7 +235,7 @@ def restore_files(
         todo.sort(key=lambda job: (_size_or_zero(job.source), str(job.source)))
     with _Progress(len(jobs), progress, report) as bar:
         bar.update(len(jobs) - len(todo))
-        _run(todo, runner, batch, bar, report)
+        _run(todo, runner, batch, bar, report, exclusive=not overwrite)
     report.seconds = bar.elapsed
     return report
 
@@ -279,15 +288,21 @@ class _Progress:
         self.bar.close()
 
 
-def _run(todo: list[Job], runner: _Runner, batch: int, bar: _Progress, report: BatchReport) -> None:
-    """Read, restore and write each job; a failure is recorded with its reason and the run goes on."""
+def _run(todo: list[Job], runner: _Runner, batch: int, bar: _Progress, report: BatchReport, *, exclusive: bool) -> None:
+    """Read, restore and write each job; a failure is recorded with its reason and the run goes on.
+
+    With ``exclusive`` (no ``--overwrite``) an output is only ever created, never replaced: when another run wrote
+    the same file in the meantime (two runs into one folder), that file is kept and counted as skipped.
+    """
 
     def done(job: Job, image: LoadedImage | None, restored: np.ndarray | None, error: BaseException | None) -> None:
         if error is None and image is not None and restored is not None:
             try:
-                runner.save(job, image, restored)
+                runner.save(job, image, restored, exclusive)
                 report.restored.append(job.target)
                 report.megapixels += restored.shape[0] * restored.shape[1] / 1e6
+            except OutputExistsError:
+                report.skipped.append(job.source)
             except Exception as exc:  # noqa: BLE001 - a failed write is reported, the run goes on
                 error = exc
         if error is not None:

@@ -25,6 +25,7 @@ from ..utils.device import autocast
 __all__ = [
     "DEFAULT_TILE",
     "auto_tile",
+    "check_tile",
     "default_max_megapixels",
     "forward",
     "restore_batch",
@@ -129,7 +130,8 @@ def tile_weights(starts: list[int], length: int, size: int) -> list[torch.Tensor
     return weights
 
 
-def _check_tile(tile: int, overlap: int) -> None:
+def check_tile(tile: int, overlap: int) -> None:
+    """Tile and overlap usable together (overlap below half the tile), or one message naming the options."""
     if tile < 16:
         raise NafrestoreError(f"--tile must be at least 16 pixels; got {tile}.")
     if overlap < 0 or overlap >= tile // 2:
@@ -170,7 +172,7 @@ def restore_tiled(
     Returns:
         (C, H, W) float32 CPU tensor (``out`` when given).
     """
-    _check_tile(tile, overlap)
+    check_tile(tile, overlap)
     if image.ndim != 3:
         raise ValueError(f"restore_tiled expects a (C, H, W) tensor, got shape {tuple(image.shape)}")
     channels, height, width = image.shape
