@@ -32,7 +32,7 @@ def user_errors() -> Iterator[None]:
         yield
     except NafrestoreError as exc:
         code = getattr(exc, "exit_code", 2)
-        typer.echo(f"error: {exc}" if code == 2 else str(exc), err=True)
+        typer.echo(f"error: {exc}" if code in (1, 2) else str(exc), err=True)  # 130/143: the interruption notice
         raise typer.Exit(code) from None
 
 
@@ -148,12 +148,12 @@ def eval_command(
     with user_errors():
         result = ev.evaluate(
             source, pred=pred, gt=gt, lq=lq, ckpt=ckpt, data=data, metrics=metrics, device=device, batch_size=batch,
-            tile=tile, overlap=overlap, save_dir=save_images, report_dir=report, progress=not quiet,
+            tile=tile, overlap=overlap, save_dir=save_images, progress=not quiet,
             y_channel=y_channel, crop_border=crop_border, quantize=not raw, lpips_net=lpips_net, fid_patch=fid_patch,
             weights_dir=weights_dir, allow_fewer_scales=fewer_scales,
         )  # fmt: skip
-        typer.echo(ev.format_table(result))
-        for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv)):
+        typer.echo(ev.format_table(result))  # the scores first: a file that cannot be written costs nothing else
+        for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv), (report, ev.write_report)):
             if path is not None:
                 write(result, path)
 

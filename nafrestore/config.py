@@ -410,7 +410,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: _Where) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{exc} ({where.source})") from None
+        # A range or consistency check of the section: blame the override that set the key it names, if any.
+        blamed = [f"override {item!r}" for key, item in where.overrides.items() if str(exc).startswith(key + " ")]
+        raise ConfigError(f"{exc} ({blamed[0] if blamed else where.source})") from None
 
 
 def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:

@@ -54,6 +54,7 @@ class EvalResult:
     images: list[dict[str, Any]]
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    extremes: Any = field(default=None, repr=False, compare=False)  # crops of the best and worst image, for the report
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,7 +161,6 @@ def score(
     input_suite: MetricSuite | None = None,
     batch_size: int = 1,
     save_dir: str | Path | None = None,
-    report_dir: str | Path | None = None,
     progress: bool = False,
     total: int | None = None,
 ) -> EvalResult:
@@ -173,7 +173,6 @@ def score(
         input_suite: scores the degraded inputs too (the ``input`` row), when the items have them; None: not.
         batch_size: images per batch (same-size images only).
         save_dir: write each restored image there as ``<name>.png``.
-        report_dir: write ``comparison.png`` there (input | restored | ground truth, best and worst images).
         progress: show a progress bar.
         total: number of items, for the progress bar.
 
@@ -206,8 +205,6 @@ def score(
     rows = _merge_processes(rows)
     if not rows:
         raise DataError("Nothing to evaluate: the image source is empty.")
-    if report_dir is not None:
-        extremes.draw(Path(report_dir) / "comparison.png")
     computed = suite.compute() if suite.n_images else None
     input_computed = input_suite.compute() if input_suite is not None and input_suite.n_images else None
     has_input = input_computed is not None or any(key.startswith("input_") for key in rows[0])
@@ -218,6 +215,7 @@ def score(
         images=rows,
         settings={**(computed or {}).get("settings", {}), "metrics": suite.names, **_extra_settings(computed or {})},
         notes=(computed or {}).get("notes", []),
+        extremes=extremes,
     )
 
 
@@ -305,14 +303,21 @@ class _Extremes:
                     fontsize=9,
                 )
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as f:
+        with atomic_write(path) as f:  # creates the folder; a failure is one OutputError
             fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Output
+
+
+def write_report(result: EvalResult, folder: str | Path) -> Path:
+    """``comparison.png`` in ``folder``: input | restored | ground truth crops of the best and worst image."""
+    path = Path(folder) / "comparison.png"
+    if result.extremes is not None:
+        result.extremes.draw(path)
+    return path
 
 
 def write_json(result: EvalResult, path: str | Path) -> None:
@@ -446,7 +451,6 @@ def evaluate(
     tile: int | None = None,
     overlap: int = 32,
     save_dir: str | Path | None = None,
-    report_dir: str | Path | None = None,
     progress: bool = True,
     **suite_options: Any,
 ) -> EvalResult:
@@ -459,7 +463,7 @@ def evaluate(
         metrics: comma-separated names, e.g. ``"psnr,ssim,ms-ssim,lpips,rfid"``.
         device: where the model and the metric networks run.
         batch_size, tile, overlap: how the model runs (same-size batches; tiles of ``tile`` pixels).
-        save_dir, report_dir, progress: see :func:`score`.
+        save_dir, progress: see :func:`score`.
         **suite_options: :class:`~nafrestore.metrics.MetricSuite` options (y_channel, crop_border, quantize,
             lpips_net, fid_patch, weights_dir, allow_fewer_scales).
 
@@ -484,4 +488,4 @@ def evaluate(
         restore = model_restore(model_from_spec(spec, device=dev), tile=tile, overlap=overlap)
         items, total = dataset_items(dataset), len(dataset)
     return score(items, suite, restore=restore, input_suite=input_suite, batch_size=batch_size, save_dir=save_dir,
-                 report_dir=report_dir, progress=progress, total=total)  # fmt: skip
+                 progress=progress, total=total)  # fmt: skip

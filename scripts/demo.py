@@ -105,9 +105,9 @@ def main() -> int:
     model = load_model(ckpt, device="cpu")
     suite, input_suite = (MetricSuite(metrics, allow_fewer_scales=True) for _ in range(2))
     result = ev.score(
-        ev.dataset_items(val), suite, restore=ev.model_restore(model), input_suite=input_suite,
-        report_dir=run_dir / "report",
+        ev.dataset_items(val), suite, restore=ev.model_restore(model), input_suite=input_suite
     )  # fmt: skip
+    ev.write_report(result, run_dir / "report")
     ev.write_json(result, run_dir / "eval.json")
 
     print("[3/4] non-local means baseline (strength tuned on the training photographs)", flush=True)

@@ -143,3 +143,12 @@ def test_readme_config_reference_is_current():
     assert module.render(text) == text, "README.md is stale: run python scripts/config_reference.py"
     for key in ("`train.lr`", "`data.patch_size`", "`val.best_metric`", "`run.device`", "`model.tlc`"):
         assert key in text
+
+
+def test_a_range_error_blames_the_override_that_set_the_key():
+    path = CONFIGS[0]
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 1; got 0\. \(override 'train.batch_size=0'\)"):
+        load_config(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.batch_size=0"])
+    assert str(path) not in str(err.value)

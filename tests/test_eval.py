@@ -193,3 +193,20 @@ def test_eval_agrees_with_basicsr_on_files(tmp_path, basicsr_metrics, gray, y_ch
         want_ssim = basicsr_metrics.calculate_ssim(pred, gt, crop, test_y_channel=y_channel)
         assert ours[str(i)]["psnr"] == pytest.approx(want_psnr, abs=1e-6)
         assert ours[str(i)]["ssim"] == pytest.approx(want_ssim, abs=1e-6)  # BasicSR takes Y in float32
+
+
+def test_an_unwritable_output_prints_the_scores_first_and_is_one_message(folders, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for option in ("--report", "--json"):
+        result = runner.invoke(app, ["eval", "--pred", str(folders["pred"]), "--gt", str(folders["gt"]), "--quiet",
+                                     option, str(blocker / "out")])  # fmt: skip
+        assert result.exit_code == 1, result.output
+        assert "restored" in result.output and "psnr" in result.output  # the table came first
+        assert "a-file is a file, not a folder" in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_pred_folder_is_called_the_restored_folder(folders, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["eval", "--pred", str(tmp_path / "empty"), "--gt", str(folders["gt"]), "--quiet"])
+    assert result.exit_code == 2 and "restored (--pred) folder" in result.output, result.output

@@ -400,3 +400,30 @@ def test_a_missing_metric_network_leaves_no_half_made_run_directory(tmp_path: Pa
     with pytest.raises(WeightsError, match="alexnet"):
         train(cfg, quiet=True, datasets=small_data(cfg))
     assert not run.exists()
+
+
+def test_an_unwritable_run_directory_is_one_message_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg = tiny_cfg(blocker / "run")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    from typer.testing import CliRunner
+
+    from nafrestore.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(config), "--quiet"])
+    assert result.exit_code == 1 and "a-file is a file, not a folder" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "train.iters=4")
+    train(cfg, quiet=True, datasets=small_data(cfg))
+    leftovers = [run / "checkpoints" / f".last.pt.{i:08x}.tmp" for i in range(3)]
+    for path in leftovers:
+        path.write_bytes(b"half a checkpoint")
+    resumed = config_for_resume(run, None, ["train.iters=6"])
+    train(resumed, resume=run, quiet=True, datasets=small_data(resumed))
+    assert not any(path.exists() for path in leftovers) and ckpt(run)["step"] == 6

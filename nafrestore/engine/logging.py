@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, make_folder
 
 LOGGER_NAME = "nafrestore"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -96,7 +96,7 @@ class RunLogger:
         if not self.enabled:
             return
         assert self.run_dir is not None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.run_dir)
         self._setup_logging(quiet)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.history = [r for r in read_metrics(self.metrics_path) if int(r.get("step", 0)) <= start_step]

@@ -37,6 +37,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream
 from ..errors import ConfigError, NafrestoreError
 from ..utils.device import resolve_precision, seed_everything
+from ..utils.files import atomic_write, remove_stale_temporaries
 from . import distributed as du
 from .checkpoint import (
     config_for_resume,
@@ -348,8 +349,11 @@ def _restore_run_state(s: TrainState, ckpt: Mapping[str, Any]) -> None:
 def _start(s: TrainState) -> None:
     """Write config.yaml and the opening log lines (rank 0)."""
     if s.info.is_main:
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        (s.run_dir / "config.yaml").write_text(dump_config(s.cfg), encoding="utf-8")
+        # Leftovers of a process killed while writing a checkpoint (no other process writes them now).
+        for name in ("last.pt", "best.pt"):
+            remove_stale_temporaries(s.ckpt_dir, name)
+        with atomic_write(s.run_dir / "config.yaml", "w", encoding="utf-8") as f:
+            f.write(dump_config(s.cfg))
     n_params = sum(p.numel() for p in s.raw.parameters())
     tc = s.cfg.train
     what = f"resuming at step {s.step}" if s.step else "starting"

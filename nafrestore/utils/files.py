@@ -125,6 +125,17 @@ def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
     return removed
 
 
+def make_folder(folder: str | Path) -> Path:
+    """``mkdir -p folder``; a failure (no permission, a file in the way, a full disk) is one :class:`OutputError`
+    naming the folder and the reason."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(folder, exc) from exc
+    return folder
+
+
 def output_error(path: str | Path, exc: OSError) -> OutputError:
     """The :class:`OutputError` for a failed write of ``path``: the file, the reason in words, what to do."""
     path = Path(path)
