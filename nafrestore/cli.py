@@ -32,7 +32,8 @@ def user_errors() -> Iterator[None]:
         yield
     except NafrestoreError as exc:
         code = getattr(exc, "exit_code", 2)
-        typer.echo(f"error: {exc}" if code in (1, 2) else str(exc), err=True)  # 130/143: the interruption notice
+        if not getattr(exc, "reported", False):  # e.g. the run's log already printed the interruption notice
+            typer.echo(f"error: {exc}" if code in (1, 2) else str(exc), err=True)
         raise typer.Exit(code) from None
 
 

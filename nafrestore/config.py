@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -59,7 +60,11 @@ class DataConfig:
         "Dataset layout: `sample` (photographs shipped with scikit-image, degraded on the fly), `folder` (paired "
         "lq/gt folders), `synthetic` (clean folders degraded on the fly), `sidd` (SIDD-Medium sRGB), `gopro`.",
     )
-    root: str | None = _field(None, "Dataset root for `sidd` and `gopro`.")
+    root: str | None = _field(
+        None,
+        "Dataset root for `sidd` and `gopro`. Relative data paths (this and the folders below) are taken from the "
+        "working directory when the config is read and stored absolute in the run's config.yaml.",
+    )
     train_lq: str | None = _field(None, "`folder`: degraded training images.")
     train_gt: str | None = _field(None, "`folder`: ground-truth training images (matched by relative path/stem).")
     val_lq: str | None = _field(None, "`folder`: degraded validation images.")
@@ -85,6 +90,12 @@ class DataConfig:
     val_max_images: int | None = _field(None, "Validate on at most this many images (all when null).")
 
     def __post_init__(self) -> None:
+        # Relative data paths are taken from the working directory now, once, and kept absolute: the run's
+        # config.yaml then works for `eval RUN` and `train --resume RUN` from any directory.
+        for key in ("root", "train_lq", "train_gt", "val_lq", "val_gt", "train_dir", "val_dir"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, os.path.abspath(os.path.expanduser(value)))
         _check_range("data.patch_size", self.patch_size, low=8)
         _check_range("data.num_workers", self.num_workers, low=0)
         if self.val_max_images is not None:

@@ -428,11 +428,11 @@ def model_items(cfg: Config, data: str = "val", seed: int | None = None) -> torc
     A folder is degraded with the config's ``data.degradations``, fixed per image by its name and the seed, so
     numbers are comparable run to run.
     """
-    from .data import SyntheticDataset, build_datasets, folder_images
+    from .data import SyntheticDataset, build_val_dataset, folder_images
 
     seed = cfg.run.seed if seed is None else seed
     if data == "val":
-        return build_datasets(cfg.data, seed=seed)[1]
+        return build_val_dataset(cfg.data, seed=seed)
     paths, names = folder_images(data, "--data")  # `val` or a folder of clean images
     return SyntheticDataset(paths, cfg.data.degradations, names=names, seed=seed)
 

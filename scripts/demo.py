@@ -26,7 +26,7 @@ import torch
 
 from nafrestore import evaluation as ev
 from nafrestore.config import load_config
-from nafrestore.data import build_datasets, save_image
+from nafrestore.data import build_val_dataset, save_image
 from nafrestore.data.datasets import SyntheticDataset
 from nafrestore.data.sample import sample_images
 from nafrestore.engine import train
@@ -101,7 +101,7 @@ def main() -> int:
 
     print("[2/4] evaluating on the held-out photographs", flush=True)
     metrics, note = available_metrics()
-    val = build_datasets(cfg.data, seed=cfg.run.seed)[1]
+    val = build_val_dataset(cfg.data, seed=cfg.run.seed)
     model = load_model(ckpt, device="cpu")
     suite, input_suite = (MetricSuite(metrics, allow_fewer_scales=True) for _ in range(2))
     result = ev.score(

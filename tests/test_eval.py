@@ -210,3 +210,31 @@ def test_an_empty_pred_folder_is_called_the_restored_folder(folders, tmp_path):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["eval", "--pred", str(tmp_path / "empty"), "--gt", str(folders["gt"]), "--quiet"])
     assert result.exit_code == 2 and "restored (--pred) folder" in result.output, result.output
+
+
+def test_eval_of_a_run_needs_neither_its_training_data_nor_its_working_directory(tmp_path, monkeypatch):
+    from nafrestore.config import load_config
+    from nafrestore.engine import train
+
+    for split in ("train", "val"):
+        for i in range(2):
+            gt = photo(30 + i, 48, 48)
+            save_image(tmp_path / split / "gt" / f"{i}.png", gt)
+            save_image(tmp_path / split / "lq" / f"{i}.png", np.clip(gt + 0.05, 0, 1).astype(np.float32))
+    monkeypatch.chdir(tmp_path)  # the config names its data relative to here
+    cfg = load_config(None, ["data.format=folder", "data.train_lq=train/lq", "data.train_gt=train/gt",
+                             "data.val_lq=val/lq", "data.val_gt=val/gt", "data.patch_size=32", "data.num_workers=0",
+                             "model.name=nafnet", "model.width=4", "model.enc_blocks=[1]", "model.middle_blocks=0",
+                             "model.dec_blocks=[1]", "train.iters=2", "train.batch_size=2", "run.dir=run",
+                             "run.device=cpu"])  # fmt: skip
+    assert cfg.data.val_lq == str(tmp_path / "val" / "lq")  # stored absolute, said so in the config reference
+    run = train(cfg, quiet=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "train")  # the training data is gone
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["eval", str(tmp_path / run), "--metrics", "psnr", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "restored" in result.output

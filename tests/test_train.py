@@ -203,6 +203,7 @@ def test_real_sigint_saves_last_pt_and_resumes(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, err
     assert f"nafrestore train --resume {run}" in err
+    assert err.count("Interrupted by SIGINT") == 1 and err.count("SIGINT received") == 1  # each said once
     saved = ckpt(run)
     assert saved["step"] >= 3 and not (run / "checkpoints" / "best.pt").exists()
 

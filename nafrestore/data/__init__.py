@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .build import build_datasets
+from .build import build_datasets, build_train_dataset, build_val_dataset
 from .datasets import (
     PairedFolderDataset,
     PairedImageDataset,
@@ -34,6 +34,8 @@ __all__ = [
     "SyntheticDataset",
     "TrainSampler",
     "build_datasets",
+    "build_train_dataset",
+    "build_val_dataset",
     "build_degradation",
     "build_train_loader",
     "build_val_loader",

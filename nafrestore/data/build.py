@@ -17,7 +17,7 @@ from .sample import sample_images, sample_weights
 if TYPE_CHECKING:  # the config imports nothing from here at run time either way; this keeps the two apart
     from ..config import DataConfig
 
-__all__ = ["build_datasets"]
+__all__ = ["build_datasets", "build_train_dataset", "build_val_dataset"]
 
 
 def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
@@ -36,43 +36,49 @@ def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
     validation degradations.
 
     Raises:
-        DataError: missing folders or files, unmatched pairs, or no validation source for ``folder``/``synthetic``.
+        DataError: missing folders or files, or unmatched pairs.
     """
-    train_args = {"patch_size": cfg.patch_size, "flip": cfg.flip, "rot90": cfg.rot90}
-    fmt = cfg.format
-    if fmt == "sample":
-        train_images, val_images = sample_images("train"), sample_images("val")
-        train = SyntheticDataset(
-            [image for _, image in train_images], cfg.degradations, seed=seed, names=[n for n, _ in train_images],
-            weights=sample_weights(train_images), **train_args,
+    return build_train_dataset(cfg, seed=seed), build_val_dataset(cfg, seed=seed)
+
+
+def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
+    """The training half of :func:`build_datasets` (random crops)."""
+    crops = {"patch_size": cfg.patch_size, "flip": cfg.flip, "rot90": cfg.rot90}
+    if cfg.format == "sample":
+        images = sample_images("train")
+        return SyntheticDataset(
+            [image for _, image in images], cfg.degradations, seed=seed, names=[n for n, _ in images],
+            weights=sample_weights(images), **crops,
         )  # fmt: skip
-        val = SyntheticDataset(
-            [image for _, image in val_images], cfg.degradations, seed=seed, names=[n for n, _ in val_images]
+    if cfg.format == "folder":
+        return PairedFolderDataset(cfg.train_lq, cfg.train_gt, cache=cfg.cache, **crops)  # type: ignore[arg-type]
+    if cfg.format == "synthetic":
+        paths, names = folder_images(cfg.train_dir, "data.train_dir")  # type: ignore[arg-type]
+        return SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache, **crops)
+    if cfg.format == "sidd":
+        return PairedImageDataset(sidd_train_pairs(cfg.root), cache=cfg.cache, **crops)  # type: ignore[arg-type]
+    if cfg.format == "gopro":
+        return PairedImageDataset(gopro_pairs(cfg.root, "train"), cache=cfg.cache, **crops)  # type: ignore[arg-type]
+    raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd or gopro.")
+
+
+def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
+    """The validation half of :func:`build_datasets` (whole images with names); needs none of the training data,
+    so ``nafrestore eval RUN`` works where only the validation images are."""
+    if cfg.format == "sample":
+        images = sample_images("val")
+        val: Dataset = SyntheticDataset(
+            [image for _, image in images], cfg.degradations, seed=seed, names=[n for n, _ in images]
         )
-    elif fmt == "folder":
-        if cfg.val_lq is None or cfg.val_gt is None:
-            raise DataError(
-                "data.format is 'folder' but data.val_lq and/or data.val_gt is not set. Validation needs paired "
-                "folders too: set both (they may point at a held-out part of your data)."
-            )
-        train = PairedFolderDataset(cfg.train_lq, cfg.train_gt, cache=cfg.cache, **train_args)
-        val = PairedFolderDataset(cfg.val_lq, cfg.val_gt, cache=cfg.cache)
-    elif fmt == "synthetic":
-        if cfg.val_dir is None:
-            raise DataError(
-                "data.format is 'synthetic' but data.val_dir is not set. Set it to a folder of clean validation "
-                "images (kept apart from data.train_dir)."
-            )
-        paths, names = folder_images(cfg.train_dir, "data.train_dir")
-        train = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache, **train_args)
-        paths, names = folder_images(cfg.val_dir, "data.val_dir")
+    elif cfg.format == "folder":
+        val = PairedFolderDataset(cfg.val_lq, cfg.val_gt, cache=cfg.cache)  # type: ignore[arg-type]
+    elif cfg.format == "synthetic":
+        paths, names = folder_images(cfg.val_dir, "data.val_dir")  # type: ignore[arg-type]
         val = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache)
-    elif fmt == "sidd":
-        train = PairedImageDataset(sidd_train_pairs(cfg.root), cache=cfg.cache, **train_args)
-        val = SIDDValidationDataset(cfg.root)
-    elif fmt == "gopro":
-        train = PairedImageDataset(gopro_pairs(cfg.root, "train"), cache=cfg.cache, **train_args)
-        val = PairedImageDataset(gopro_pairs(cfg.root, "test"), cache=cfg.cache)
-    else:  # DataConfig's Literal type should have caught it
-        raise DataError(f"Unknown data.format {fmt!r}; use sample, folder, synthetic, sidd or gopro.")
-    return train, limit_dataset(val, cfg.val_max_images)
+    elif cfg.format == "sidd":
+        val = SIDDValidationDataset(cfg.root)  # type: ignore[arg-type]
+    elif cfg.format == "gopro":
+        val = PairedImageDataset(gopro_pairs(cfg.root, "test"), cache=cfg.cache)  # type: ignore[arg-type]
+    else:
+        raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd or gopro.")
+    return limit_dataset(val, cfg.val_max_images)

@@ -20,7 +20,10 @@ class TrainingInterrupted(NafrestoreError):
         exit_code: 130 for SIGINT, 143 for SIGTERM (128 + the signal number, the shell convention).
         run_dir: the run directory; ``resume_command`` resumes it.
         step: the step saved.
+        reported: the run's log already showed the message on the console (the CLI then does not repeat it).
     """
+
+    reported = True
 
     def __init__(self, message: str, *, signum: int, run_dir: Path, step: int) -> None:
         super().__init__(message)
