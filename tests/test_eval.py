@@ -238,3 +238,9 @@ def test_eval_of_a_run_needs_neither_its_training_data_nor_its_working_directory
     result = runner.invoke(app, ["eval", str(tmp_path / run), "--metrics", "psnr", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "restored" in result.output
+
+
+def test_small_images_for_ms_ssim_name_the_command_line_option(folders):
+    result = runner.invoke(app, ["eval", "--pred", str(folders["pred"]), "--gt", str(folders["gt"]), "--quiet",
+                                 "--metrics", "ms-ssim"])  # fmt: skip
+    assert result.exit_code == 2 and "--allow-fewer-scales" in result.output, result.output

@@ -111,3 +111,17 @@ def test_lr_factor_and_state_dict() -> None:
 def test_schedule_rejects_bad_lengths() -> None:
     with pytest.raises(ValueError):
         _schedule(warmup_iters=110)
+
+
+def test_warmup_iters_is_honoured_with_a_time_budget() -> None:
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, lr=1e-3, betas=(0.9, 0.9), weight_decay=0.0)
+    sched = WarmupCosineSchedule(opt, total_iters=1000, warmup_iters=10, min_lr=0.0, time_budget_s=100.0)
+    # The first 10 steps ramp up linearly whatever the clock says, then the cosine follows the time.
+    # (The cosine has barely moved by step 9 of 1000: relative 1e-3.)
+    assert sched.lr_at(0, elapsed_s=0.0) == pytest.approx(1e-4, rel=1e-3)
+    assert sched.lr_at(4, elapsed_s=0.0) == pytest.approx(5e-4, rel=1e-3)
+    assert sched.lr_at(9, elapsed_s=0.0) == pytest.approx(1e-3, rel=1e-3)
+    assert sched.lr_at(20, elapsed_s=50.0) == pytest.approx(0.5e-3)
+    no_warmup = WarmupCosineSchedule(opt, total_iters=1000, warmup_iters=0, min_lr=0.0, time_budget_s=100.0)
+    assert no_warmup.lr_at(0, elapsed_s=1.0) == pytest.approx(0.5e-3)  # the default: the first 2 % of the run
