@@ -177,7 +177,9 @@ def weights(
 
 
 @app.command(
-    epilog="Examples:  nafrestore infer photos/ -o restored/ --ckpt runs/demo/checkpoints/best.pt"
+    epilog="Examples:  nafrestore infer photos/ -o restored/   (the default model: real camera noise)"
+    "  |  nafrestore infer photos/ -o restored/ --strength 0.7"
+    "  |  nafrestore infer photos/ -o restored/ --ckpt runs/demo/checkpoints/best.pt"
     "  |  nafrestore infer noisy/ -o out/ --model configs/nafnet-sidd-width64.yaml --ckpt NAFNet-SIDD-width64.pth"
     "  |  nafrestore infer big.tif -o out/ --ckpt model.safetensors --tile 512 --overlap 32 --tta --device cuda"
     " --precision bf16",
@@ -185,7 +187,9 @@ def weights(
 def infer(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (relative paths are kept)."),
-    ckpt: str | None = typer.Option(None, "--ckpt", help="Checkpoint, run dir, .safetensors, or bare weights."),
+    ckpt: str | None = typer.Option(
+        None, "--ckpt", help="Checkpoint, run dir, .safetensors, bare weights or a model name (default: `default`)."
+    ),
     model: str | None = typer.Option(None, "--model", help="Config/preset naming the architecture of bare weights."),
     glob: str | None = typer.Option(None, "--glob", help="Only files whose name or relative path matches."),
     suffix: str = typer.Option("", "--suffix", help="Added to each output's stem, e.g. _restored."),
@@ -199,6 +203,9 @@ def infer(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (fp16: GPU only)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Same-size images per forward pass."),
+    strength: float = typer.Option(
+        1.0, "--strength", min=0.0, max=1.0, help="1: fully restored, 0: the input, between: a blend of the two."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Restore image files, keeping names, formats, bit depth, channels and alpha; exit 1 if any file failed."""
@@ -208,10 +215,15 @@ def infer(
 
     with user_errors():
         source, weights = resolve_source(ckpt, model)
+        if ckpt is None and model is None:
+            from .models.pretrained import find_pretrained
+
+            chosen = find_pretrained(source)
+            typer.echo(f"No --ckpt: restoring with the default model, {chosen.name} ({chosen.task}).", err=True)
         net = load_model(source, weights=weights, device=device, tlc=tlc)
         report = restore_files(net, inputs, output, glob=glob, suffix=suffix, ext=ext, overwrite=overwrite,
                                tile=tile, overlap=overlap, tta=tta, precision=precision, batch=batch,
-                               max_megapixels=max_mp, progress=not quiet)  # fmt: skip
+                               max_megapixels=max_mp, strength=strength, progress=not quiet)  # fmt: skip
     typer.echo(report.summary())
     if report.failed:
         raise typer.Exit(1)

@@ -6,7 +6,8 @@
    weight files are present) against the noisy input and OpenCV's non-local means at a strength tuned on the
    training photographs.
 3. Restore a folder of noisy photographs with `nafrestore infer`.
-4. Print a table and write runs/demo/summary.json.
+4. Restore the same folder with the default model that ships (noise-blind, for real photographs).
+5. Print a table and write runs/demo/summary.json.
 
 Usage: python scripts/demo.py [--minutes 6] [--run-dir runs/demo] [extra config overrides ...]
 """
@@ -32,6 +33,7 @@ from nafrestore.data.sample import sample_images
 from nafrestore.engine import train
 from nafrestore.inference import load_model
 from nafrestore.metrics import MetricSuite, weights_status
+from nafrestore.models.pretrained import DEFAULT, find_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml"
@@ -93,13 +95,13 @@ def main() -> int:
     run_dir = Path(cfg.run_dir)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    print(f"[1/4] training {cfg.model.name} for {cfg.train.time_budget_min} min on the sample photographs", flush=True)
+    print(f"[1/5] training {cfg.model.name} for {cfg.train.time_budget_min} min on the sample photographs", flush=True)
     t0 = time.monotonic()
     train(cfg, quiet=True, overwrite=True)  # `make demo` is meant to be run again: it replaces its own run
     train_seconds = time.monotonic() - t0
     ckpt = run_dir / "checkpoints" / "best.pt"
 
-    print("[2/4] evaluating on the held-out photographs", flush=True)
+    print("[2/5] evaluating on the held-out photographs", flush=True)
     metrics, note = available_metrics()
     val = build_val_dataset(cfg.data, seed=cfg.run.seed)
     model = load_model(ckpt, device="cpu")
@@ -110,12 +112,12 @@ def main() -> int:
     ev.write_report(result, run_dir / "report")
     ev.write_json(result, run_dir / "eval.json")
 
-    print("[3/4] non-local means baseline (strength tuned on the training photographs)", flush=True)
+    print("[3/5] non-local means baseline (strength tuned on the training photographs)", flush=True)
     h = tune_nlm(cfg.data.degradations, cfg.run.seed)
     nlm_items = [ev.EvalItem(it.name, it.gt, pred=nlm(it.lq, h)) for it in ev.dataset_items(val)]
     nlm_result = ev.score(nlm_items, suite)
 
-    print("[4/4] restoring a folder of noisy photographs with `nafrestore infer`", flush=True)
+    print("[4/5] restoring a folder of noisy photographs with `nafrestore infer`", flush=True)
     noisy_dir, restored_dir = run_dir / "noisy", run_dir / "restored"
     for i in range(len(val)):
         item = val[i]
@@ -124,6 +126,15 @@ def main() -> int:
            "--overwrite"]  # fmt: skip
     print("      $ nafrestore " + " ".join(cmd[3:]), flush=True)
     subprocess.run(cmd, check=True)
+
+    print("[5/5] the same folder with the model that ships (noise-blind, made for real photographs)", flush=True)
+    default_dir = run_dir / "restored-default"
+    cmd = [sys.executable, "-m", "nafrestore", "infer", str(noisy_dir), "-o", str(default_dir), "--overwrite"]
+    if find_pretrained(DEFAULT).path.is_file():
+        print("      $ nafrestore " + " ".join(cmd[3:]), flush=True)
+        subprocess.run(cmd, check=True)
+    else:
+        print(f"      skipped: {find_pretrained(DEFAULT).path} is not installed", flush=True)
 
     summary = {
         "model": result.summary,
@@ -146,7 +157,7 @@ def main() -> int:
     print(f"run directory:     {run_dir}/ (config.yaml, metrics.jsonl, train.log, checkpoints/)")
     print(f"training curves:   {run_dir / 'curves.png'}")
     print(f"comparison figure: {run_dir / 'report' / 'comparison.png'}")
-    print(f"restored folder:   {restored_dir}/")
+    print(f"restored folder:   {restored_dir}/ (and {default_dir}/ with the default model)")
     print(f"summary:           {run_dir / 'summary.json'}")
     if result.summary["psnr"] <= nlm_result.summary["psnr"]:
         print("warning: the model did not beat non-local means on PSNR; train longer (--minutes).", file=sys.stderr)

@@ -248,3 +248,58 @@ def test_another_runs_output_is_never_replaced_without_overwrite(tmp_path, ckpt,
     result = runner.invoke(app, ["infer", str(folder), "-o", str(out), "--ckpt", str(ckpt), "--quiet"])
     assert result.exit_code == 0 and "restored 1, skipped 1 (output exists), failed 0" in result.output, result.output
     assert (out / "b.png").read_bytes() == b"the other run's file"
+
+
+@pytest.fixture
+def shipped_default(tmp_path, monkeypatch, model):
+    """A default model 'shipped' in a temporary weights folder: a safetensors export of the tiny model."""
+    from nafrestore.inference.export import export_model
+    from nafrestore.models import pretrained
+
+    source = tmp_path / "tiny-ckpt.pt"
+    torch.save({"format_version": 1, "model_name": "nafnet", "model_args": ARGS, "tlc_train_size": None,
+                "config": {}, "model": model.state_dict()}, source)  # fmt: skip
+    weights = tmp_path / "weights"
+    entry = pretrained.PRETRAINED["lka-nafnet-w12-denoise-real"]
+    export_model(source, weights / entry.file, format="safetensors")
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    return weights / entry.file
+
+
+def test_infer_without_a_checkpoint_uses_the_default_model_and_says_so(tmp_path, shipped_default, model):
+    import nafrestore
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = rng_image((20, 24, 3))
+    cv2.imwrite(str(folder / "a.png"), image)
+    result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("default model") == 1 and "lka-nafnet-w12-denoise-real" in result.output
+    default = nafrestore.load_model("default")
+    expected = restore(default, image[:, :, ::-1].copy())
+    assert np.array_equal(cv2.imread(str(tmp_path / "out" / "a.png"))[:, :, ::-1], expected)
+
+
+def test_strength_blends_the_restored_image_with_the_input(tmp_path, ckpt, model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = rng_image((20, 24, 3)).astype(np.float32) / 255
+    cv2.imwrite(str(folder / "a.png"), (image * 255).round().astype(np.uint8))
+    outs = {}
+    for strength in ("0", "0.5", "1"):
+        out = tmp_path / f"out{strength}"
+        result = runner.invoke(app, ["infer", str(folder), "-o", str(out), "--ckpt", str(ckpt), "--quiet",
+                                     "--strength", strength])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outs[strength] = cv2.imread(str(out / "a.png")).astype(np.float64)
+    original = cv2.imread(str(folder / "a.png")).astype(np.float64)
+    assert np.array_equal(outs["0"], original)  # strength 0: the input, untouched
+    assert not np.array_equal(outs["1"], original)
+    # Halfway, up to 8-bit rounding, where the full-strength output was not clipped (the blend comes before it).
+    inside = (outs["1"] > 0) & (outs["1"] < 255)
+    assert inside.mean() > 0.5
+    assert np.abs(outs["0.5"] - (outs["0"] + outs["1"]) / 2)[inside].max() <= 1.0
+    result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "x"), "--ckpt", str(ckpt),
+                                 "--strength", "1.5"])  # fmt: skip
+    assert result.exit_code == 2 and "--strength" in result.output

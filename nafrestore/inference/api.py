@@ -121,6 +121,7 @@ def restore(
     tta: bool = False,
     precision: str = "fp32",
     max_megapixels: float | None = None,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Restore one image held in memory.
 
@@ -134,12 +135,13 @@ def restore(
         tta: x8 self-ensemble (8 times slower).
         precision: fp32 | bf16 | fp16 (autocast on the model's device; fp16 not on the CPU).
         max_megapixels: automatic-tiling threshold (None: the device default, 4 MP on the CPU).
+        strength: 1 gives the restored image, 0 the input, values in between blend the two (a denoise slider).
 
     Returns:
         The restored image with the shape and dtype of ``image`` (float output clamped to [0, 1]).
 
     Raises:
-        ValueError: unsupported shape or dtype.
+        ValueError: unsupported shape or dtype, or a strength outside [0, 1].
     """
     array = np.asarray(image)
     if array.dtype not in (np.uint8, np.uint16, np.float32):
@@ -154,8 +156,9 @@ def restore(
     alpha = hwc[:, :, 3] if channels == 4 else None
     colour = to_float(hwc[:, :, :3] if channels == 4 else hwc)  # (H, W, 1 | 3)
     restored = restore_rgb(
-        model, colour, tile=tile, overlap=overlap, tta=tta, precision=precision, max_megapixels=max_megapixels
-    )
+        model, colour, tile=tile, overlap=overlap, tta=tta, precision=precision, max_megapixels=max_megapixels,
+        strength=strength,
+    )  # fmt: skip
     if array.dtype in INTEGER_DTYPES:
         out = from_float(restored, array.dtype)
     else:
@@ -165,15 +168,36 @@ def restore(
     return out.reshape(array.shape)
 
 
-def restore_rgb(model: nn.Module, colour: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """Float32 (H, W, 1 | 3) in, float32 of the same shape out, adapting gray/RGB to the model's input channels."""
+def restore_rgb(model: nn.Module, colour: np.ndarray, *, strength: float = 1.0, **kwargs: Any) -> np.ndarray:
+    """Float32 (H, W, 1 | 3) in, float32 of the same shape out, adapting gray/RGB to the model's input channels.
+
+    ``strength`` in [0, 1] blends the result with the input (see :func:`blend`); ``kwargs`` go to :func:`run_model`.
+    """
     want = in_channels(model)
     have = colour.shape[2]
     if have == want:
-        return run_model(model, colour, **kwargs)
-    if have == 1 and want == 3:
-        out = run_model(model, np.repeat(colour, 3, axis=2), **kwargs)
-        return rgb_to_luma(out)[:, :, None]
-    if have == 3 and want == 1:
-        return np.repeat(run_model(model, rgb_to_luma(colour)[:, :, None], **kwargs), 3, axis=2)
-    raise ValueError(f"the model takes {want}-channel images; got {have} channels")
+        out = run_model(model, colour, **kwargs)
+    elif have == 1 and want == 3:
+        out = rgb_to_luma(run_model(model, np.repeat(colour, 3, axis=2), **kwargs))[:, :, None]
+    elif have == 3 and want == 1:
+        out = np.repeat(run_model(model, rgb_to_luma(colour)[:, :, None], **kwargs), 3, axis=2)
+    else:
+        raise ValueError(f"the model takes {want}-channel images; got {have} channels")
+    return blend(colour, out, strength)
+
+
+def blend(image: np.ndarray, restored: np.ndarray, strength: float) -> np.ndarray:
+    """``image + strength * (restored - image)``: 1 is the restored image, 0 the input, in between a mix, as photo
+    editors' denoise sliders do. Float arrays of one shape; ``restored`` is updated in place and returned.
+
+    Raises:
+        ValueError: ``strength`` outside [0, 1].
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if strength == 1.0:
+        return restored
+    restored -= image
+    restored *= np.float32(strength)
+    restored += image
+    return restored

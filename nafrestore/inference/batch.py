@@ -20,7 +20,7 @@ from torch import nn
 from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
 from ..errors import NafrestoreError, OutputExistsError
 from ..utils.device import resolve_precision
-from .api import restore_rgb
+from .api import blend, restore_rgb
 from .fold import in_channels
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_tile, restore_batch
 
@@ -130,13 +130,16 @@ def _error_reason(exc: BaseException) -> str:
 class _Runner:
     """Per-image work shared by single and batched passes."""
 
-    def __init__(self, model: nn.Module, *, tile, overlap, tta, precision, max_megapixels, quality) -> None:
+    def __init__(
+        self, model: nn.Module, *, tile, overlap, tta, precision, max_megapixels, quality, strength: float = 1.0
+    ) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.tile, self.overlap, self.tta = tile, overlap, tta
         self.precision = resolve_precision(precision, self.device)
         self.max_megapixels = max_megapixels
         self.quality = quality
+        self.strength = strength
         self.gray_model = in_channels(model) == 1
 
     def needs_tiling(self, image: LoadedImage) -> bool:
@@ -158,13 +161,16 @@ class _Runner:
             tta=self.tta,
             precision=self.precision,
             max_megapixels=self.max_megapixels,
+            strength=self.strength,
         )
 
     def restore_many(self, images: list[LoadedImage]) -> list[np.ndarray]:
         """Same-size images in one forward pass."""
-        batch = torch.from_numpy(np.stack([self.model_input(im) for im in images])).permute(0, 3, 1, 2)
+        inputs = np.stack([self.model_input(im) for im in images])
+        batch = torch.from_numpy(inputs).permute(0, 3, 1, 2)
         out = restore_batch(self.model, batch, tta=self.tta, precision=self.precision, max_megapixels=math.inf)
-        return [np.ascontiguousarray(o) for o in out.permute(0, 2, 3, 1).cpu().numpy()]
+        restored = out.permute(0, 2, 3, 1).numpy()
+        return [blend(x, np.ascontiguousarray(o), self.strength) for x, o in zip(inputs, restored, strict=True)]
 
     def save(self, job: Job, image: LoadedImage, restored: np.ndarray, exclusive: bool) -> None:
         if restored.shape[2] == 1:
@@ -196,6 +202,7 @@ def restore_files(
     batch: int = 1,
     max_megapixels: float | None = None,
     quality: int = 95,
+    strength: float = 1.0,
     progress: bool = True,
 ) -> BatchReport:
     """Restore image files into ``out_dir``.
@@ -209,6 +216,7 @@ def restore_files(
         tile, overlap, tta, precision, max_megapixels: see :func:`~nafrestore.inference.api.restore`.
         batch: same-size images (that need no tiling) per forward pass; files are ordered by size to group them.
         quality: JPEG/WebP quality of the outputs.
+        strength: 1 writes the restored image, 0 the input, values in between blend them (a denoise slider).
         progress: show a tqdm bar over files with the throughput (MP/s).
 
     Returns:
@@ -221,13 +229,22 @@ def restore_files(
         inputs = [inputs]
     if batch < 1:
         raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
+    if not 0.0 <= strength <= 1.0:
+        raise NafrestoreError(f"--strength must be between 0 (the input) and 1 (fully restored); got {strength}.")
     if tile is not None:
         check_tile(tile, overlap)  # once, before any file, not once per file
     elif overlap >= DEFAULT_TILE // 2:
         check_tile(DEFAULT_TILE, overlap)  # the tile large images get automatically
     jobs = plan_jobs(inputs, out_dir, glob=glob, suffix=suffix, ext=ext)
     runner = _Runner(
-        model, tile=tile, overlap=overlap, tta=tta, precision=precision, max_megapixels=max_megapixels, quality=quality
+        model,
+        tile=tile,
+        overlap=overlap,
+        tta=tta,
+        precision=precision,
+        max_megapixels=max_megapixels,
+        quality=quality,
+        strength=strength,
     )
     report = BatchReport()
     todo = _triage(jobs, overwrite, report)

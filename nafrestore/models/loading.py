@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, NafrestoreError
+from .pretrained import DEFAULT, pretrained_file
 
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -433,8 +434,8 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
     """Resolve a checkpoint, run directory, safetensors export, or config/preset + weights to a :class:`ModelSpec`.
 
     Args:
-        source: a nafrestore checkpoint, a run directory (its best checkpoint), a ``.safetensors`` export, or a
-            YAML config / preset name that names the architecture.
+        source: a nafrestore checkpoint, a run directory (its best checkpoint), a ``.safetensors`` export, a named
+            model (``default``, see :mod:`.pretrained`), or a YAML config / preset name that names the architecture.
         weights: with a config or preset: the weights (any checkpoint or state dict of that architecture).
         require_weights: a config without weights is an error (restoring with random weights only makes noise);
             False allows it and gives a spec without weights (for ``nafrestore info``).
@@ -443,6 +444,9 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
         CheckpointError: unreadable files, bare weights without an architecture, a config without weights, or
             weights that do not fit the architecture.
     """
+    shipped = None if Path(source).exists() else pretrained_file(source)
+    if shipped is not None:
+        source = shipped  # a named model that ships with the package (see models/pretrained.py)
     config_path = find_config(source)
     if config_path is not None:
         return _spec_from_config(config_path, weights, require_weights)
@@ -509,10 +513,11 @@ def _config_tlc_size(config: Mapping[str, Any]) -> int:
 def resolve_source(
     checkpoint: str | Path | None = None, model: str | Path | None = None
 ) -> tuple[str | Path, str | Path | None]:
-    """The command-line convention -> :func:`load_spec` arguments: ``--ckpt C`` alone, or ``--model CONFIG --ckpt W``.
+    """The command-line convention -> :func:`load_spec` arguments: ``--ckpt C`` alone, ``--model CONFIG --ckpt W``,
+    or neither: the ``default`` model that ships with the package.
 
     Raises:
-        NafrestoreError: neither given, or ``--model`` with a config but no ``--ckpt``.
+        NafrestoreError: ``--model`` with a config but no ``--ckpt``.
     """
     if model is not None:
         if checkpoint is None and find_config(model) is not None:
@@ -522,5 +527,5 @@ def resolve_source(
             )
         return model, checkpoint
     if checkpoint is None:
-        raise NafrestoreError("Give the weights with --ckpt CHECKPOINT (and --model CONFIG for bare state dicts).")
+        return DEFAULT, None
     return checkpoint, None
