@@ -268,7 +268,8 @@ class _Extremes:
             _, h, w = image.shape
             c = min(self.crop, h, w)
             top, left = (h - c) // 2, (w - c) // 2
-            out.append(image[:, top : top + c, left : left + c].permute(1, 2, 0).clamp(0, 1).numpy())
+            crop = image[:, top : top + c, left : left + c].permute(1, 2, 0).clamp(0, 1).numpy()
+            out.append(crop[:, :, 0] if crop.shape[2] == 1 else crop)  # gray files: (c, c), shown in gray
         return out
 
     def offer(self, values: dict[str, float], name: str, *images: torch.Tensor | None) -> None:
@@ -296,7 +297,7 @@ class _Extremes:
         fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.8), squeeze=False)
         for row, (label, (value, name, crops)) in enumerate((("best", self.best), ("worst", self.worst))):
             for col, crop in enumerate(crops):
-                axes[row][col].imshow(crop)
+                axes[row][col].imshow(crop, cmap="gray", vmin=0.0, vmax=1.0)  # the colour map only applies to gray
                 axes[row][col].set_axis_off()
                 axes[row][col].set_title(
                     f"{titles[col]}" + (f"\n{label}: {name} ({self.metric} {value:.2f})" if col == 0 else ""),

@@ -181,9 +181,11 @@ def test_eval_agrees_with_basicsr_on_files(tmp_path, basicsr_metrics, gray, y_ch
     args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr,ssim",
             "--crop-border", str(crop), "--json", str(out), "--quiet"]  # fmt: skip
     args += ["--y-channel"] if y_channel else []
+    args += ["--report", str(tmp_path / "report")] if crop == 0 else []  # the figure copes with gray files too
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     ours = {row["name"]: row for row in json.loads(out.read_text())["images"]}
+    assert crop or (tmp_path / "report" / "comparison.png").stat().st_size > 1000
     for i in range(3):
         # BasicSR reads files with cv2.imread (BGR, or 2-D for gray) and scores them as they are.
         pred = cv2.imread(str(tmp_path / "pred" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
