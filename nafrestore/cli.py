@@ -37,6 +37,19 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code) from None
 
 
+_OFFLINE_HELP = "Download nothing: use only cached or hand-placed files (also: NAFRESTORE_OFFLINE=1)."
+
+
+@contextlib.contextmanager
+def downloads(offline: bool, quiet: bool = False) -> Iterator[None]:
+    """Download settings for one command: ``--offline`` forbids downloads (without it ``$NAFRESTORE_OFFLINE``
+    decides), ``--quiet`` hides the progress bars."""
+    from .hub import options
+
+    with options(offline=True if offline else None, progress=not quiet):
+        yield
+
+
 @app.command(
     context_settings={"allow_extra_args": False},
     epilog="Examples:  nafrestore train configs/lka-nafnet-w12-denoise-sample.yaml train.iters=2000 run.device=cpu"
@@ -51,14 +64,16 @@ def train(
     resume: Path | None = typer.Option(None, "--resume", help="Run directory or checkpoint to continue from."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in the run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bar."),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
 ) -> None:
-    """Train a model from a YAML config; prints the run directory."""
+    """Train a model from a YAML config (model.init_from: NAME fine-tunes a pretrained model); prints the run
+    directory."""
     import os
 
     from .engine import config_for_resume
     from .engine import train as train_run
 
-    with user_errors():  # Ctrl-C / SIGTERM save last.pt and exit 130 / 143, as a shell expects
+    with user_errors(), downloads(offline, quiet):  # Ctrl-C / SIGTERM save last.pt and exit 130 / 143
         if config is not None and config.suffix not in (".yaml", ".yml") and "=" in str(config):
             overrides, config = [str(config), *(overrides or [])], None
         if config is None and resume is None:
@@ -83,10 +98,12 @@ def config_show(
 
 @app.command(
     epilog="Examples:  nafrestore info configs/lka-nafnet-w12.yaml --size 512"
-    "  |  nafrestore info runs/x/checkpoints/best.pt"
+    "  |  nafrestore info runs/x/checkpoints/best.pt  |  nafrestore info nafnet-sidd-width64"
 )
 def info(
-    source: str = typer.Argument(..., help="YAML config or preset, checkpoint, run directory or .safetensors export."),
+    source: str = typer.Argument(
+        ..., help="Pretrained model name, YAML config or preset, checkpoint, run directory or .safetensors export."
+    ),
     size: int = typer.Option(256, "--size", min=8, help="Square input side for the MAC count."),
 ) -> None:
     """Print a model's parameter count, MACs at SIZExSIZE and its level/block layout."""
@@ -94,7 +111,8 @@ def info(
     from .summary import count_macs, count_parameters, layout
 
     with user_errors():
-        spec = load_spec(source, require_weights=False)  # the loader `infer` uses; a config needs no weights here
+        # The loader `infer` uses; a config needs no weights here, and a pretrained model's are not downloaded.
+        spec = load_spec(source, require_weights=False)
         model = spec.build()
         in_channels = model.intro.in_channels
         macs = count_macs(model, size, in_channels)
@@ -110,7 +128,8 @@ def info(
     "eval",
     epilog="Examples:  nafrestore eval --pred restored/ --gt clean/ --metrics psnr,ssim,ms-ssim,lpips,rfid"
     "  |  nafrestore eval runs/demo --ckpt best --metrics psnr,ssim --json runs/demo/eval.json"
-    "  |  nafrestore eval configs/my.yaml --ckpt model.pt --data photos/ --report report/",
+    "  |  nafrestore eval configs/my.yaml --ckpt model.pt --data photos/ --report report/"
+    "  |  nafrestore eval --model nafnet-sidd-width32 --data photos/",
 )
 def eval_command(
     source: Path | None = typer.Argument(None, help="Run directory or YAML config of the model to evaluate."),
@@ -122,7 +141,12 @@ def eval_command(
         None, "--lq", help="With --pred/--gt: the degraded inputs, scored as the input row."
     ),
     ckpt: str = typer.Option("best", "--ckpt", help="best, last or a checkpoint path."),
-    data: str = typer.Option("val", "--data", help="`val` (the config's validation set) or a folder of clean images."),
+    model: str | None = typer.Option(
+        None, "--model", help="A pretrained model's name (`nafrestore models`), or a config with --ckpt WEIGHTS."
+    ),
+    data: str = typer.Option(
+        "val", "--data", help="`val` (the config's / preset's validation set) or a folder of clean images."
+    ),
     metrics: str = typer.Option("psnr,ssim", "--metrics", help="Comma-separated: psnr,ssim,ms-ssim,lpips,rfid,kid."),
     y_channel: bool = typer.Option(False, "--y-channel", help="PSNR/SSIM/MS-SSIM on the BT.601 Y channel."),
     crop_border: int = typer.Option(0, "--crop-border", min=0, help="Pixels removed from each side before scoring."),
@@ -142,13 +166,15 @@ def eval_command(
     report: Path | None = typer.Option(None, "--report", help="Write comparison.png (best and worst images) here."),
     save_images: Path | None = typer.Option(None, "--save-images", help="Keep the restored images here."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
 ) -> None:
     """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
     from . import evaluation as ev
 
-    with user_errors():
+    with user_errors(), downloads(offline, quiet):
         result = ev.evaluate(
-            source, pred=pred, gt=gt, lq=lq, ckpt=ckpt, data=data, metrics=metrics, device=device, batch_size=batch,
+            source, pred=pred, gt=gt, lq=lq, ckpt=ckpt, model=model, data=data, metrics=metrics, device=device,
+            batch_size=batch,
             tile=tile, overlap=overlap, save_dir=save_images, progress=not quiet,
             y_channel=y_channel, crop_border=crop_border, quantize=not raw, lpips_net=lpips_net, fid_patch=fid_patch,
             weights_dir=weights_dir, allow_fewer_scales=fewer_scales,
@@ -159,13 +185,11 @@ def eval_command(
                 write(result, path)
 
 
-@app.command(epilog="Example:  nafrestore weights --weights-dir ~/weights")
-def weights(
-    weights_dir: Path | None = typer.Option(
-        None, "--weights-dir", envvar="NAFRESTORE_WEIGHTS_DIR", help="Extra folder."
-    ),
-) -> None:
-    """List the pretrained files LPIPS and rFID/KID need, and whether each is present and verified."""
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _print_weights(weights_dir: Path | None) -> None:
     from .metrics import weights_status
 
     rows = weights_status(weights_dir)
@@ -173,13 +197,84 @@ def weights(
         typer.echo(f"{row['status']:<18} {row['name']:<40} {row['purpose']}")
         typer.echo(f"{'':<18} {row['path'] or 'get it from ' + row['url']}")
     if any(row["status"] != "verified" for row in rows):
-        typer.echo("Put missing files in --weights-dir, $NAFRESTORE_WEIGHTS_DIR or $TORCH_HOME/hub/checkpoints.")
+        typer.echo(
+            "Missing files are downloaded when a metric first needs them (not with --offline / NAFRESTORE_OFFLINE=1); "
+            "or put them in --weights-dir, $NAFRESTORE_WEIGHTS_DIR or $TORCH_HOME/hub/checkpoints."
+        )
+
+
+def _fetch_named(names: list[str], weights_dir: Path | None) -> None:
+    """``models --download``: registry models and metric weight files, by name."""
+    from .metrics.weights import KNOWN_WEIGHTS, resolve_weights
+    from .models.pretrained import find_pretrained, pretrained_file
+
+    for name in names:
+        if name in KNOWN_WEIGHTS:
+            path = resolve_weights(name, weights_dir)
+        elif find_pretrained(name) is not None:
+            path = pretrained_file(name)
+        else:
+            raise NafrestoreError(
+                f"--download {name}: not a pretrained model or metric weights file. `nafrestore models` lists both."
+            )
+        typer.echo(f"{name}: {path}")
+
+
+@app.command(
+    epilog="Examples:  nafrestore models  |  nafrestore models --download nafnet-sidd-width32"
+    "  |  NAFRESTORE_MIRROR=https://my.mirror/nafnet nafrestore models --download nafnet-gopro-width64"
+)
+def models(
+    download: list[str] | None = typer.Option(
+        None, "--download", help="Fetch this model or weights file now (repeatable), e.g. before going offline."
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", envvar="NAFRESTORE_WEIGHTS_DIR", help="Extra folder for the metric weights."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """List the pretrained models (name, task, size, published figure, license, whether cached and verified) and
+    the metric networks' weight files."""
+    from .hub import cache_dir, is_offline, mirrors
+    from .models.pretrained import ALIASES, PRETRAINED, model_status
+
+    with user_errors(), downloads(False, quiet):
+        if download:
+            _fetch_named(download, weights_dir)
+            return
+        rows = [model_status(m) for m in PRETRAINED.values()]
+    aliases = {target: alias for alias, target in ALIASES.items()}
+    typer.echo(f"{'name':<28} {'size':>10}  {'published (PSNR / SSIM)':<24} status")
+    for row in rows:
+        alias = f" (= {aliases[row['name']]})" if row["name"] in aliases else ""
+        where = f" {row['path']}" if row["path"] else ""
+        typer.echo(f"{row['name']:<28} {_size(row['size']):>10}  {row['published']:<24} {row['status']}{where}")
+        typer.echo(f"    {row['task']}{alias}; {row['license']}")
+    typer.echo("")
+    typer.echo("Metric weights (LPIPS, rFID/KID):")
+    _print_weights(weights_dir)
+    typer.echo("")
+    offline = " (offline: nothing is downloaded)" if is_offline() else ""
+    mirror = f"; mirrors first: {', '.join(mirrors())}" if mirrors() else ""
+    typer.echo(f"Downloads go to {cache_dir()} ($NAFRESTORE_HOME){mirror}{offline}.")
+
+
+@app.command(epilog="Example:  nafrestore weights --weights-dir ~/weights")
+def weights(
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", envvar="NAFRESTORE_WEIGHTS_DIR", help="Extra folder."
+    ),
+) -> None:
+    """List the pretrained files LPIPS and rFID/KID need, and whether each is present and verified."""
+    _print_weights(weights_dir)
+    typer.echo("`nafrestore models` lists these and the pretrained restoration models.")
 
 
 @app.command(
     epilog="Examples:  nafrestore infer photos/ -o restored/   (the default model: real camera noise)"
     "  |  nafrestore infer photos/ -o restored/ --strength 0.7"
     "  |  nafrestore infer photos/ -o restored/ --ckpt runs/demo/checkpoints/best.pt"
+    "  |  nafrestore infer blurry/ -o out/ --model nafnet-gopro-width32   (downloaded once)"
     "  |  nafrestore infer noisy/ -o out/ --model configs/nafnet-sidd-width64.yaml --ckpt NAFNet-SIDD-width64.pth"
     "  |  nafrestore infer big.tif -o out/ --ckpt model.safetensors --tile 512 --overlap 32 --tta --device cuda"
     " --precision bf16",
@@ -190,7 +285,9 @@ def infer(
     ckpt: str | None = typer.Option(
         None, "--ckpt", help="Checkpoint, run dir, .safetensors, bare weights or a model name (default: `default`)."
     ),
-    model: str | None = typer.Option(None, "--model", help="Config/preset naming the architecture of bare weights."),
+    model: str | None = typer.Option(
+        None, "--model", help="A pretrained model's name, or a config/preset naming the architecture of --ckpt."
+    ),
     glob: str | None = typer.Option(None, "--glob", help="Only files whose name or relative path matches."),
     suffix: str = typer.Option("", "--suffix", help="Added to each output's stem, e.g. _restored."),
     ext: str | None = typer.Option(None, "--ext", help="Output format (png, jpg, tif, ...); default: the input's."),
@@ -207,13 +304,14 @@ def infer(
         1.0, "--strength", min=0.0, max=1.0, help="1: fully restored, 0: the input, between: a blend of the two."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
 ) -> None:
     """Restore image files, keeping names, formats, bit depth, channels and alpha; exit 1 if any file failed."""
     from .inference.api import load_model
     from .inference.batch import restore_files
     from .models.loading import resolve_source
 
-    with user_errors():
+    with user_errors(), downloads(offline, quiet):
         source, weights = resolve_source(ckpt, model)
         if ckpt is None and model is None:
             from .models.pretrained import find_pretrained
@@ -233,21 +331,27 @@ def infer(
     epilog="Examples:  nafrestore export runs/demo --format onnx -o demo.onnx"
     "  |  nafrestore export runs/demo/checkpoints/best.pt --format safetensors -o demo.safetensors"
     "  |  nafrestore export --model configs/nafnet-sidd-width32.yaml --ckpt NAFNet-SIDD-width32.pth"
-    " --format torchscript -o sidd32.pt",
+    " --format torchscript -o sidd32.pt"
+    "  |  nafrestore export nafnet-sidd-width32 --format onnx -o sidd32.onnx",
 )
 def export(
-    checkpoint: str | None = typer.Argument(None, help="Checkpoint, run dir or .safetensors (or use --ckpt)."),
+    checkpoint: str | None = typer.Argument(
+        None, help="Pretrained model name, checkpoint, run dir or .safetensors (or use --ckpt)."
+    ),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx, safetensors or torchscript."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
     ckpt: str | None = typer.Option(None, "--ckpt", help="Weights (with --model for bare state dicts)."),
-    model: str | None = typer.Option(None, "--model", help="Config/preset naming the architecture of bare weights."),
+    model: str | None = typer.Option(
+        None, "--model", help="A pretrained model's name, or a config/preset naming the architecture of --ckpt."
+    ),
     tlc: bool | None = typer.Option(None, "--tlc/--no-tlc", help="TLC in the exported model (default: ckpt's)."),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
 ) -> None:
     """Export a trained model: ONNX (dynamic H, W), safetensors (weights + config) or TorchScript."""
     from .inference.export import export_model
     from .models.loading import resolve_source
 
-    with user_errors():
+    with user_errors(), downloads(offline):
         if checkpoint is not None and ckpt is not None:
             raise NafrestoreError("Give the checkpoint either as the argument or with --ckpt, not both.")
         source, weights = resolve_source(checkpoint or ckpt, model)

@@ -48,7 +48,23 @@ class ModelConfig:
         "1.5x the training feature size instead of the whole image (NAFNet's TLC).",
     )
     tlc_train_size: int = _field(256, "Training patch size that TLC's window is derived from.")
+    init_from: str | None = _field(
+        None,
+        "Fine-tune: weights loaded into the new network before training (strictly: every key and shape must fit): "
+        "a pretrained model's name (`nafrestore models`; downloaded once), a checkpoint or weights file, or a run "
+        "directory (its best.pt). Not used when resuming. A relative path is stored absolute.",
+    )
     args: dict[str, Any] = _field({}, "Model keyword arguments (written in the YAML as siblings of `name`).")
+
+    def __post_init__(self) -> None:
+        # A path (not a registry name) is taken from the working directory now, like the data paths.
+        if self.init_from is not None:
+            from .models.pretrained import find_pretrained
+
+            if not self.init_from.strip():
+                raise ConfigError("model.init_from is empty: give a pretrained model's name or a weights file.")
+            if find_pretrained(self.init_from) is None or os.path.exists(self.init_from):
+                self.init_from = os.path.abspath(os.path.expanduser(self.init_from))
 
 
 @dataclass
@@ -440,7 +456,7 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
             f"Valid names: {', '.join(MODELS.names())}."
         )
     fixed = {}
-    for key in ("tlc", "tlc_train_size"):
+    for key in ("tlc", "tlc_train_size", "init_from"):
         if key in raw:
             fixed[key] = _coerce(raw.pop(key), typing.get_type_hints(ModelConfig)[key], f"model.{key}", where)
     extra = raw.pop("args", None) or {}
@@ -452,7 +468,7 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
     args = {}
     for key, value in raw.items():
         if key not in params:
-            raise _unknown_key(str(key), ["name", "tlc", "tlc_train_size", *params], "model.", where)
+            raise _unknown_key(str(key), ["name", "tlc", "tlc_train_size", "init_from", *params], "model.", where)
         args[key] = _coerce(value, hints.get(key, Any), f"model.{key}", where)
     cfg = ModelConfig(name=name, args=args, **fixed)
     _check_range("model.tlc_train_size", cfg.tlc_train_size, low=8)
@@ -573,6 +589,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     model = out.pop("model")
     args = model.pop("args")
+    if model.get("init_from") is None:
+        model.pop("init_from", None)  # written only when set: configs and checkpoints without it stay as they were
     out = {"model": {**model, **args}, **out}
     out["train"]["betas"] = list(out["train"]["betas"])
     return out

@@ -27,6 +27,15 @@ class WeightsError(NafrestoreError):
     """A pretrained network's weights file (LPIPS, FID Inception) is missing or corrupt."""
 
 
+class DownloadError(NafrestoreError):
+    """A file that is fetched by name (a pretrained model, a metric network's weights) is missing and cannot be
+    downloaded: offline, no network, HTTP errors, a transfer cut short (see :mod:`nafrestore.hub`)."""
+
+
+class ChecksumError(DownloadError):
+    """A cached or downloaded file does not have its published sha256."""
+
+
 class OutputError(NafrestoreError):
     """An output file (image, checkpoint, export, metrics, figure) cannot be written: no permission, no space left,
     a read-only file system, a file where a folder should be. Nothing replaced the previous file and no temporary

@@ -390,25 +390,48 @@ def model_restore(
     return run
 
 
-def model_under_test(source: str | Path, ckpt: str = "best") -> tuple[ModelSpec, Config]:
+def model_under_test(
+    source: str | Path | None, ckpt: str = "best", model: str | Path | None = None
+) -> tuple[ModelSpec, Config]:
     """The network to evaluate and the config whose data it is evaluated on.
 
     Args:
         source: a YAML config or preset (its ``run.dir`` holds the checkpoints), a run directory (its
-            ``config.yaml``) or a checkpoint file (its stored config).
+            ``config.yaml``) or a checkpoint file (its stored config); None with ``model``.
         ckpt: ``best``, ``last`` or a checkpoint path (with a config: any weights of that architecture).
+        model: instead of ``source``, a model as ``infer --model`` takes it: a pretrained model's name (evaluated on
+            its preset's data settings), or a config with ``ckpt`` as the weights.
 
     Raises:
         CheckpointError, ConfigError: nothing to evaluate there, naming what was looked for.
     """
     from .config import config_from_dict, load_config
-    from .models.loading import find_checkpoint, find_config, load_spec
+    from .models.loading import find_checkpoint, find_config, load_spec, registry_name, resolve_source
 
     named = ckpt in ("best", "last")
+    if model is not None:
+        spec = load_spec(*resolve_source(None if named else ckpt, model))
+        if not spec.config:
+            raise CheckpointError(
+                f"{spec.source} holds no training config, so there is no data setting to evaluate it with. Give "
+                f"its config too: nafrestore eval --model CONFIG.yaml --ckpt WEIGHTS, or restore images and use "
+                f"--pred/--gt."
+            )
+        return spec, config_from_dict(spec.config, source=f"{spec.source} (config)")
+    if source is None:
+        raise NafrestoreError("Give a run directory or config to evaluate, or --model NAME.")
     config_path = find_config(source)
     if config_path is not None:
         cfg = load_config(config_path)
-        weights = find_checkpoint(cfg.run_dir, prefer=ckpt, fallback=False) if named else Path(ckpt)
+        try:
+            weights = find_checkpoint(cfg.run_dir, prefer=ckpt, fallback=False) if named else Path(ckpt)
+        except CheckpointError as exc:
+            if registry_name(source) is None:
+                raise
+            raise CheckpointError(  # a preset that is also a pretrained model's name: which one was meant?
+                f"{exc} (To evaluate the pretrained model {source} instead of a run of the preset, use "
+                f"nafrestore eval --model {source} --data FOLDER_OR_val.)"
+            ) from None
         return load_spec(config_path, weights), cfg
     path = find_checkpoint(source, prefer=ckpt, fallback=False) if named else Path(ckpt)
     spec = load_spec(path)
@@ -445,6 +468,7 @@ def evaluate(
     gt: str | Path | None = None,
     lq: str | Path | None = None,
     ckpt: str = "best",
+    model: str | Path | None = None,
     data: str = "val",
     metrics: str = "psnr,ssim",
     device: str = "auto",
@@ -458,7 +482,8 @@ def evaluate(
     """``nafrestore eval``: score a folder of restored images, or a model on a dataset.
 
     Args:
-        source: the model (see :func:`model_under_test`); or None with ``pred`` and ``gt``.
+        source: the model (see :func:`model_under_test`); or None with ``pred`` and ``gt``, or with ``model``.
+        model: a pretrained model's name, or a config with ``ckpt`` as its weights (see :func:`model_under_test`).
         pred, gt, lq: folders of restored, ground-truth and (optional) degraded images, matched by name.
         ckpt, data: which checkpoint, and ``val`` or a folder of clean images (see :func:`model_items`).
         metrics: comma-separated names, e.g. ``"psnr,ssim,ms-ssim,lpips,rfid"``.
@@ -474,8 +499,13 @@ def evaluate(
     from .metrics import MetricSuite
     from .utils.device import resolve_device
 
-    if (pred is None) != (gt is None) or (pred is None) == (source is None):
-        raise NafrestoreError("Give either a run directory / config to evaluate a model, or --pred DIR --gt DIR.")
+    if source is not None and model is not None:
+        raise NafrestoreError("Give the model to evaluate as a run directory / config or with --model, not both.")
+    has_model = source is not None or model is not None
+    if (pred is None) != (gt is None) or (pred is None) != has_model:
+        raise NafrestoreError(
+            "Give either a run directory / config or --model NAME to evaluate a model, or --pred DIR --gt DIR."
+        )
     dev = resolve_device(device)
     suite = MetricSuite(metrics, device=dev, **suite_options)
     input_suite = MetricSuite(metrics, device=dev, **suite_options)  # LPIPS and Inception are cached per device
@@ -484,7 +514,7 @@ def evaluate(
     else:
         from .inference.api import model_from_spec
 
-        spec, cfg = model_under_test(source, ckpt)  # type: ignore[arg-type]
+        spec, cfg = model_under_test(source, ckpt, model)
         dataset = model_items(cfg, data)
         restore = model_restore(model_from_spec(spec, device=dev), tile=tile, overlap=overlap)
         items, total = dataset_items(dataset), len(dataset)

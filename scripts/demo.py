@@ -76,8 +76,9 @@ def available_metrics() -> tuple[str, str | None]:
     note = None
     if missing:
         note = (
-            f"LPIPS/rFID skipped: put {' and '.join(missing)} in $TORCH_HOME/hub/checkpoints or "
-            f"$NAFRESTORE_WEIGHTS_DIR to enable them (`nafrestore weights` lists the files and their URLs)."
+            f"LPIPS/rFID skipped (the demo downloads nothing): put {' and '.join(missing)} in "
+            f"$TORCH_HOME/hub/checkpoints or $NAFRESTORE_WEIGHTS_DIR to enable them, or fetch them with "
+            f"`nafrestore models --download {' --download '.join(missing)}` (`nafrestore models` lists them)."
         )
     return ",".join(names), note
 

@@ -1,4 +1,5 @@
-"""Shared test set-up: CPU-first, `cuda` marker skipped without a GPU."""
+"""Shared test set-up: CPU-first, `cuda` marker skipped without a GPU, and never a download: every test runs offline
+(``NAFRESTORE_OFFLINE=1``) with its own download cache, unless it serves files itself (tests/test_hub.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reaches the internet: downloads are off (a test that serves files on 127.0.0.1 turns them on), and
+    nothing is read from or written to the user's nafrestore cache."""
+    monkeypatch.setenv("NAFRESTORE_OFFLINE", "1")
+    monkeypatch.setenv("NAFRESTORE_HOME", str(tmp_path_factory.getbasetemp() / "nafrestore-home"))
+    monkeypatch.delenv("NAFRESTORE_MIRROR", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Pretrained-weights lookup and verification (nafrestore.metrics.weights): no real weights, no network."""
+"""Pretrained-weights lookup, verification and download (nafrestore.metrics.weights): no real weights, and no network
+beyond an HTTP server on 127.0.0.1 that a test starts itself."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from nafrestore.metrics.weights import (
 
 # `nafrestore.metrics.weights` as a module object (the package re-exports functions under the same names).
 weights_mod = importlib.import_module("nafrestore.metrics.weights")
+hub_mod = importlib.import_module("nafrestore.hub")  # where the hashing (and its cache) lives
 
 ALEX = "alexnet-owt-7be5be79.pth"
 
@@ -37,6 +39,7 @@ def dirs(monkeypatch, tmp_path):
         d.mkdir(parents=True)
     monkeypatch.setenv(ENV_VAR, str(env))
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("NAFRESTORE_OFFLINE", "1")  # a missing file is reported, not downloaded
     return explicit, env, hub
 
 
@@ -80,6 +83,7 @@ def test_missing_file_error_names_file_url_and_folders(dirs):
     for d in (explicit, env, hub):
         assert str(d) in msg
     assert "\n" not in msg  # one paragraph
+    assert "offline" in msg
 
 
 def test_checksum_mismatch(dirs):
@@ -124,7 +128,7 @@ def test_verified_file_and_hash_cache(dirs, monkeypatch):
         def sha256():
             raise AssertionError("hashed again")
 
-    monkeypatch.setattr(weights_mod, "hashlib", NoHashing)
+    monkeypatch.setattr(hub_mod, "hashlib", NoHashing)
     assert resolve_weights(path.name, explicit) == path
     assert file_sha256(path) == digest
     # ... and a changed file is hashed again
@@ -163,3 +167,44 @@ def test_read_weights_file_reads_legacy_format_and_rejects_garbage(tmp_path):
     garbage.write_bytes(b"\x00" * 100)
     with pytest.raises(WeightsError, match="cannot be read"):
         read_weights_file(garbage)
+
+
+def test_a_missing_file_is_downloaded_into_the_first_folder_and_verified(dirs, monkeypatch):
+    """Against an HTTP server on 127.0.0.1: downloaded once (verified), then found; offline, no request at all."""
+    import http.server
+    import threading
+
+    explicit, _, _ = dirs
+    payload = b"downloaded weights" * 1000
+    path_in_name = f"tiny-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path_in_name}"
+        spec = WeightsFile(path_in_name, url, "test weights", hashlib.sha256(payload).hexdigest())
+        monkeypatch.setitem(KNOWN_WEIGHTS, path_in_name, spec)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with pytest.raises(WeightsError) as err:  # offline (the fixture): no request
+            resolve_weights(path_in_name, explicit)
+        assert url in str(err.value) and str(explicit) in str(err.value) and requests == []
+        monkeypatch.delenv("NAFRESTORE_OFFLINE")
+        assert resolve_weights(path_in_name, explicit) == explicit / path_in_name
+        assert (explicit / path_in_name).read_bytes() == payload and requests == [f"/{path_in_name}"]
+        assert resolve_weights(path_in_name, explicit) == explicit / path_in_name and len(requests) == 1
+        assert {r["name"]: r["status"] for r in weights_status(explicit)}[path_in_name] == "verified"
+    finally:
+        server.shutdown()
+        server.server_close()

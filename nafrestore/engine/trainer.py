@@ -208,6 +208,8 @@ def _setup(
     if ckpt is not None:
         _restore_run_state(state, ckpt)
         state.saved_step = step
+    elif cfg.model.init_from is not None:
+        state.log.info(f"weights initialised from {cfg.model.init_from} (model.init_from)")
     # Seeded on its own, so the probe never moves the training randomness.
     channels = raw.intro.in_channels if hasattr(raw, "intro") else 3
     state.probe = torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
@@ -218,8 +220,9 @@ def _setup(
 def _build_model(
     cfg: Config, info: du.DistInfo, device: torch.device, ckpt: Mapping[str, Any] | None, source: str
 ) -> tuple[nn.Module, ModelEMA | None]:
-    """The network (resumed weights or a seeded initialisation, identical on every process) and its EMA."""
-    from ..models.loading import build_model
+    """The network (resumed weights, ``model.init_from``'s weights or a seeded initialisation, identical on every
+    process) and its EMA."""
+    from ..models.loading import build_model, init_state, load_weights
 
     seed_everything(cfg.run.seed)
     raw = build_model(cfg.model.name, cfg.model.args).to(device)  # DDP broadcasts rank 0's weights anyway
@@ -227,6 +230,9 @@ def _build_model(
         seed_everything(cfg.run.seed + 1_000_003 * info.rank)  # independent stochastic layers per process
     if ckpt is not None:
         load_model_state(raw, ckpt["model"], source)
+    elif cfg.model.init_from is not None:  # fine-tuning; a resumed run has its own weights
+        state, where = init_state(cfg.model.init_from)
+        load_weights(raw, state, where)
     ema = ModelEMA(raw, cfg.train.ema) if cfg.train.ema else None
     if ema is not None and ckpt is not None and ckpt.get("ema"):
         ema.load_state_dict(ckpt["ema"])

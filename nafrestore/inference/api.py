@@ -5,6 +5,7 @@ Example::
     import nafrestore
     model = nafrestore.load_model("runs/my-run")                    # run dir -> checkpoints/best.pt
     model = nafrestore.load_model("configs/nafnet-sidd-width32.yaml", weights="NAFNet-SIDD-width32.pth")
+    model = nafrestore.load_model("nafnet-sidd-width32")             # by name: downloaded once, sha256-checked
     clean = nafrestore.restore(model, noisy_uint8_rgb, tile=512)
 """
 
@@ -41,9 +42,11 @@ def load_model(
     """Load a trained network ready for inference.
 
     Args:
-        checkpoint_or_preset: a nafrestore checkpoint (``.pt``), a run directory (its ``checkpoints/best.pt``),
-            a ``.safetensors`` file written by ``nafrestore export``, or a YAML config / preset name (e.g.
-            ``lka-nafnet-w12`` for ``configs/lka-nafnet-w12.yaml``) together with ``weights``.
+        checkpoint_or_preset: a pretrained model's name (``default``, ``nafnet-sidd-width32``, ...: see
+            ``nafrestore models``; a missing file is downloaded once and sha256-checked, unless offline), a
+            nafrestore checkpoint (``.pt``), a run directory (its ``checkpoints/best.pt``), a ``.safetensors`` file
+            written by ``nafrestore export``, or a YAML config / preset name (e.g. ``lka-nafnet-w12`` for
+            ``configs/lka-nafnet-w12.yaml``) together with ``weights``.
         weights: with a config or preset: the weights file (an official NAFNet release such as
             ``NAFNet-SIDD-width32.pth``, a nafrestore checkpoint, or any state dict of that architecture).
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
@@ -58,6 +61,7 @@ def load_model(
 
     Raises:
         CheckpointError: see :func:`nafrestore.models.loading.load_spec`.
+        DownloadError: a pretrained model that is not cached and cannot be downloaded (offline, no network).
         NafrestoreError: the device is not available.
     """
     from ..models.loading import load_spec

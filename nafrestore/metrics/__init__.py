@@ -3,7 +3,8 @@
 Conventions (see :mod:`nafrestore.metrics.common`): images are (B, C, H, W) RGB tensors, float in [0, 1] (or
 uint8), on any device; by default they are clamped and rounded to 8 bits before scoring, as BasicSR does. Per-image
 metrics return a (B,) float64 tensor; average them with :func:`mean_finite`, which leaves out (and counts) the
-infinite PSNR of identical images. Pretrained networks are never downloaded: see :mod:`nafrestore.metrics.weights`.
+infinite PSNR of identical images. Pretrained networks are downloaded once (unless offline) and sha256-checked: see
+:mod:`nafrestore.metrics.weights`.
 
 Typical use in an evaluation loop::
 

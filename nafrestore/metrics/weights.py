@@ -1,7 +1,7 @@
-"""Pretrained weights of the metric networks: lookup, sha256 verification, loading.
+"""Pretrained weights of the metric networks: lookup, download, sha256 verification, loading.
 
-Nothing is downloaded at run time. The LPIPS backbones (torchvision's ImageNet AlexNet / VGG16) and the FID
-Inception network are read from a local file, searched in this order:
+The LPIPS backbones (torchvision's ImageNet AlexNet / VGG16) and the FID Inception network are read from a local
+file, searched in this order:
 
 1. the explicit ``weights_dir`` argument (the ``--weights-dir`` option / config key),
 2. the directory in the environment variable ``NAFRESTORE_WEIGHTS_DIR``,
@@ -12,19 +12,23 @@ The first directory that holds the file wins. The file's sha256 must start with 
 torchvision convention) and equal the published full hash; a file that fails is an error, never silently skipped,
 because a corrupt or foreign network gives plausible-looking but wrong scores. Hashes are cached per
 (path, mtime, size) so that a 528 MB VGG file is hashed once per process.
+
+A file in none of them is downloaded from its official URL (or a mirror of ``$NAFRESTORE_MIRROR``) into the first
+of those folders by :func:`nafrestore.hub.fetch` (progress bar, sha256 check, temporary name until complete),
+unless nafrestore is offline (``$NAFRESTORE_OFFLINE=1``, ``--offline``): then one message says which file to put
+where.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nafrestore.errors import WeightsError
+from nafrestore.errors import DownloadError, WeightsError
+from nafrestore.hub import RemoteFile, fetch, file_sha256, hub_checkpoint_dir, unique_dirs
 
 ENV_VAR = "NAFRESTORE_WEIGHTS_DIR"
 
@@ -48,6 +52,13 @@ class WeightsFile:
     @property
     def sha256_prefix(self) -> str | None:
         return name_hash_prefix(self.name)
+
+    @property
+    def remote(self) -> RemoteFile | None:
+        """The file as :func:`nafrestore.hub.fetch` downloads it (None without a full hash: not downloadable)."""
+        if self.sha256 is None:
+            return None
+        return RemoteFile(self.name, self.sha256, (self.url,), what=self.purpose)
 
 
 # The full hashes agree with the 8-hex prefixes the upstream projects put in the names (torchvision and pytorch-fid
@@ -77,21 +88,12 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
 }
 
 _NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
 
 
 def name_hash_prefix(filename: str) -> str | None:
     """The hex sha256 prefix in a file name such as ``vgg16-397923af.pth`` (``'397923af'``), or None."""
     m = _NAME_HASH.search(filename)
     return m.group(1) if m else None
-
-
-def hub_checkpoint_dir() -> Path:
-    """The torch hub cache folder for weights, ``torch.hub.get_dir()/checkpoints``."""
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
@@ -103,33 +105,7 @@ def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[tuple[Path
     if env:
         dirs.append((Path(env).expanduser(), f"${ENV_VAR}"))
     dirs.append((hub_checkpoint_dir(), "torch hub cache"))
-    seen: set[str] = set()
-    unique = []
-    for d, why in dirs:
-        key = os.path.abspath(d)
-        if key not in seen:
-            seen.add(key)
-            unique.append((d, why))
-    return unique
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, cached per (absolute path, mtime_ns, size) so big files are hashed once."""
-    p = Path(path)
-    st = p.stat()
-    key = (os.path.abspath(p), st.st_mtime_ns, st.st_size)
-    with _HASH_LOCK:
-        cached = _HASH_CACHE.get(key)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = digest
-    return digest
+    return unique_dirs(dirs)
 
 
 def verify_weights_file(path: str | os.PathLike, sha256: str | None = None) -> bool:
@@ -162,16 +138,6 @@ def find_weights(name: str, weights_dir: str | os.PathLike | None = None) -> Pat
     return None
 
 
-def _where_to_put(spec: WeightsFile, dirs: list[tuple[Path, str]]) -> str:
-    searched = "; ".join(f"{d} ({why})" for d, why in dirs)
-    target = dirs[0][0] / spec.name
-    return (
-        f"Searched, in order: {searched}. Download it from {spec.url} (for example "
-        f"`curl -L -o {target} {spec.url}`) into one of those folders, or point the weights_dir option or "
-        f"${ENV_VAR} at the folder that holds it; nothing is downloaded automatically."
-    )
-
-
 def resolve_weights(name: str, weights_dir: str | os.PathLike | None = None, *, verify: bool = True) -> Path:
     """Path of the known weights file ``name``, found and (unless ``verify=False``) sha256-verified.
 
@@ -182,22 +148,39 @@ def resolve_weights(name: str, weights_dir: str | os.PathLike | None = None, *, 
             not the published ones; scores computed with such weights are not comparable with published ones.
 
     Raises:
-        WeightsError: the file is in none of the folders, or fails the checksum.
+        WeightsError: the file is in none of the folders and cannot be downloaded (offline, no network, ...; the
+            message names the file, its URLs and where to put it by hand), or fails the checksum.
     """
     spec = _spec(name)
     dirs = search_dirs(weights_dir)
     path = find_weights(name, weights_dir)
     if path is None:
-        raise WeightsError(f"The weights file {name!r} ({spec.purpose}) was not found. " + _where_to_put(spec, dirs))
+        return _download(spec, dirs)
     if verify and not verify_weights_file(path, spec.sha256):
         digest = file_sha256(path)
         expected = spec.sha256 or f"{spec.sha256_prefix}..."
+        searched = "; ".join(f"{d} ({why})" for d, why in dirs)
         raise WeightsError(
             f"The weights file {path} fails its checksum: its sha256 is {digest}, expected {expected}. It is "
-            f"truncated, corrupt or not the official {spec.purpose} file. Delete it and download it again from "
-            f"{spec.url} into {path.parent}. " + _where_to_put(spec, dirs)
+            f"truncated, corrupt or not the official {spec.purpose} file. Delete it and run again to download it "
+            f"afresh, or download it by hand from {spec.url} into {path.parent}. Searched, in order: {searched}."
         )
     return path
+
+
+def _download(spec: WeightsFile, dirs: list[tuple[Path, str]]) -> Path:
+    """Fetch a missing file into the first search folder (see :func:`nafrestore.hub.fetch`)."""
+    remote = spec.remote
+    if remote is None:
+        searched = "; ".join(f"{d} ({why})" for d, why in dirs)
+        raise WeightsError(
+            f"The weights file {spec.name!r} ({spec.purpose}) was not found and has no known sha256 to download it "
+            f"with. Download it from {spec.url} into {dirs[0][0]}. Searched, in order: {searched}."
+        )
+    try:
+        return fetch(remote, dirs)
+    except DownloadError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def weights_status(weights_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:

@@ -2,11 +2,15 @@
 
 - :func:`find_checkpoint`: a run directory or a file -> the checkpoint file (``best`` or ``last``).
 - :func:`find_config`: a YAML path or a preset name (``lka-nafnet-w12``) -> the config file.
-- :func:`load_spec`: any of those (a checkpoint, run directory, safetensors export, or a config/preset plus weights)
-  -> a :class:`ModelSpec`: the architecture, the weights and where they came from.
+- :func:`weights_file`: a registry name (see :mod:`.pretrained`; downloaded once, verified, cached) or a path ->
+  the weights file.
+- :func:`load_spec`: any of those (a registry name, a checkpoint, run directory, safetensors export, or a
+  config/preset plus weights) -> a :class:`ModelSpec`: the architecture, the weights and where they came from.
+- :func:`resolve_source`: the command line's ``--ckpt`` / ``--model`` -> :func:`load_spec`'s arguments.
 - :func:`build_model`: a registered name and its arguments -> the network (the training loop, ``info``, ``infer``,
   ``eval`` and ``export`` all build through it).
 - :func:`load_weights`: a state dict into a network, strictly, with one readable message on any mismatch.
+- :func:`init_state`: the weights a training run starts from (``model.init_from``).
 
 Files are recognised by their bytes, not their names: PyTorch files (zip or legacy pickle) are read with
 ``torch.load(weights_only=True)``, so a pickle that carries code is refused; safetensors files directly; nafrestore's
@@ -33,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, NafrestoreError
-from .pretrained import DEFAULT, pretrained_file
+from .pretrained import DEFAULT, PretrainedModel, find_pretrained, pretrained_file
 
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -98,6 +102,40 @@ def find_config(source: str | Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def registry_name(source: str | Path | None) -> PretrainedModel | None:
+    """The registry entry ``source`` names, or None: for a path that exists, for anything not in the registry."""
+    if source is None or Path(source).exists():
+        return None
+    return find_pretrained(source)
+
+
+def weights_file(source: str | Path) -> Path:
+    """The weights file ``source`` names: a registry name (the file downloaded once, sha256-verified, cached; see
+    :mod:`.pretrained`), a checkpoint file, or a run directory (its ``checkpoints/best.pt``).
+
+    Raises:
+        CheckpointError: nothing there; DownloadError: a registry file that cannot be fetched.
+    """
+    entry = registry_name(source)
+    if entry is not None:
+        return pretrained_file(entry.name)  # type: ignore[return-value]
+    return find_checkpoint(source)
+
+
+def preset_config(entry: PretrainedModel) -> Path:
+    """The config file of a registry entry's preset: the project's ``configs/<preset>.yaml`` (not a file of the same
+    name in ``./configs``, which may describe another architecture), else wherever :func:`find_config` finds it."""
+    own = _ROOT / "configs" / f"{entry.preset}.yaml"
+    found = own if own.is_file() else find_config(str(entry.preset))
+    if found is None or not found.is_file():
+        raise CheckpointError(
+            f"The model {entry.name} is built from the preset {entry.preset}, but {own} is missing (nafrestore "
+            f"installed without its configs/ folder). Install nafrestore from its source tree (pip install -e .), or "
+            f"give the architecture yourself: --model CONFIG.yaml --ckpt {entry.file}."
+        )
+    return found
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -358,6 +396,22 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     return model
 
 
+def init_state(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights a training run starts from (``model.init_from``) and a description for messages.
+
+    Args:
+        source: a registry name (downloaded once), a checkpoint or weights file (a nafrestore checkpoint, an
+            official release ``.pth``, a ``.safetensors`` export), or a run directory (its ``best.pt``).
+
+    Raises:
+        CheckpointError, DownloadError: as :func:`weights_file` and :func:`read_checkpoint`.
+    """
+    path = weights_file(source)
+    entry = registry_name(source)
+    where = f"model.init_from {source}" + (f" ({path})" if entry is not None or str(path) != str(source) else "")
+    return state_dict_from(read_checkpoint(path)), where
+
+
 def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None = None) -> nn.Module:
     """The registered network ``name`` built with ``args``, with random weights, in training mode.
 
@@ -434,19 +488,24 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
     """Resolve a checkpoint, run directory, safetensors export, or config/preset + weights to a :class:`ModelSpec`.
 
     Args:
-        source: a nafrestore checkpoint, a run directory (its best checkpoint), a ``.safetensors`` export, a named
-            model (``default``, see :mod:`.pretrained`), or a YAML config / preset name that names the architecture.
-        weights: with a config or preset: the weights (any checkpoint or state dict of that architecture).
+        source: a registry name (``default``, ``nafnet-sidd-width32``, ... see :mod:`.pretrained`: its architecture
+            and its weights, downloaded once), a nafrestore checkpoint, a run directory (its best checkpoint), a
+            ``.safetensors`` export, or a YAML config / preset name that names the architecture. A registry name
+            wins over a preset of the same name; an existing path wins over both.
+        weights: with a config, preset or downloaded registry model: the weights (any checkpoint or state dict of
+            that architecture, or a registry name) instead of the registry's.
         require_weights: a config without weights is an error (restoring with random weights only makes noise);
-            False allows it and gives a spec without weights (for ``nafrestore info``).
+            False allows it and gives a spec without weights (for ``nafrestore info``; a downloaded registry model
+            then gives its architecture without downloading the weights).
 
     Raises:
         CheckpointError: unreadable files, bare weights without an architecture, a config without weights, or
             weights that do not fit the architecture.
+        DownloadError: a registry model that is not cached and cannot be downloaded (offline, no network, ...).
     """
-    shipped = None if Path(source).exists() else pretrained_file(source)
-    if shipped is not None:
-        source = shipped  # a named model that ships with the package (see models/pretrained.py)
+    entry = registry_name(source)
+    if entry is not None:
+        return _spec_from_registry(entry, str(source), weights, require_weights)
     config_path = find_config(source)
     if config_path is not None:
         return _spec_from_config(config_path, weights, require_weights)
@@ -490,7 +549,7 @@ def _spec_from_config(config_path: Path, weights: str | Path | None, require_wei
     cfg = load_config(config_path)
     state, source = None, str(config_path)
     if weights is not None:
-        weights_path = find_checkpoint(weights)
+        weights_path = weights_file(weights)
         state = state_dict_from(read_checkpoint(weights_path))
         source = f"{weights_path} (architecture from {config_path})"
     return ModelSpec(
@@ -502,6 +561,29 @@ def _spec_from_config(config_path: Path, weights: str | Path | None, require_wei
         source=source,
         tlc_size_hint=cfg.model.tlc_train_size,
     )
+
+
+def _spec_from_registry(
+    entry: PretrainedModel, name: str, weights: str | Path | None, require_weights: bool
+) -> ModelSpec:
+    """A registry model: a shipped file (architecture inside), or a preset plus the downloaded weights."""
+    if entry.preset is None:
+        if weights is not None:
+            raise CheckpointError(
+                f"{name} is a complete model ({entry.name}: architecture and weights); give other weights with the "
+                f"config of their architecture instead, e.g. --model configs/lka-nafnet-w12.yaml --ckpt WEIGHTS."
+            )
+        spec = load_spec(pretrained_file(name))  # type: ignore[arg-type]
+        spec.source = f"{entry.name} ({spec.source})"
+        return spec
+    config_path = preset_config(entry)
+    own = weights is None and require_weights
+    if own:
+        weights = pretrained_file(entry.name)
+    spec = _spec_from_config(config_path, weights, require_weights)
+    if own:
+        spec.source = f"{entry.name} ({spec.source})"
+    return spec
 
 
 def _config_tlc_size(config: Mapping[str, Any]) -> int:
@@ -516,14 +598,19 @@ def resolve_source(
     """The command-line convention -> :func:`load_spec` arguments: ``--ckpt C`` alone, ``--model CONFIG --ckpt W``,
     or neither: the ``default`` model that ships with the package.
 
+    A registry name works in either place: ``--ckpt NAME`` or ``--model NAME`` alone is that model (architecture
+    and weights); ``--model NAME --ckpt W`` is its architecture with the weights ``W``; ``--model CONFIG --ckpt
+    NAME`` the config's architecture with the registry model's weights.
+
     Raises:
         NafrestoreError: ``--model`` with a config but no ``--ckpt``.
     """
     if model is not None:
-        if checkpoint is None and find_config(model) is not None:
+        if checkpoint is None and registry_name(model) is None and find_config(model) is not None:
             raise CheckpointError(
                 f"--model {model} names an architecture but no trained weights: add --ckpt WEIGHTS (e.g. an "
-                f"official NAFNet release .pth or a nafrestore checkpoint). Random weights would only produce noise."
+                f"official NAFNet release .pth or a nafrestore checkpoint), or name a pretrained model instead "
+                f"(`nafrestore models` lists them). Random weights would only produce noise."
             )
         return model, checkpoint
     if checkpoint is None:

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from ..errors import OutputError, OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write", "output_error", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_write", "output_error", "publish", "remove_stale_temporaries"]
 
 # os.link errors that mean "this file system has no hard links" (FAT/exFAT, some network and FUSE mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
@@ -92,6 +92,17 @@ def atomic_write(
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Put a finished temporary file in place of ``path`` (the last step of :func:`atomic_path`), for writers that
+    need a stable temporary name of their own, e.g. a resumable download (``NAME.partial``, see
+    :mod:`nafrestore.hub`): the mode a plain ``open`` would give, an atomic rename, the folder entry synced.
+
+    Raises:
+        OutputError: the rename failed; ``tmp`` is left as it was.
+    """
+    _publish(Path(tmp), Path(path), exclusive=False)
 
 
 def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
