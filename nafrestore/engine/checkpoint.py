@@ -29,6 +29,7 @@ state (it is for inference and fine-tuning, not for resuming).
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,6 +251,40 @@ def resume_checkpoint(resume: str | Path) -> Path:
         ) from None
 
 
+#: What a run writes into its directory; ``--overwrite`` removes exactly these (and nothing else the folder holds).
+RUN_FILES = ("checkpoints", "tensorboard", "report", "metrics.jsonl", "train.log", "curves.png", "config.yaml",
+             "summary.json", "eval.json")  # fmt: skip
+
+
+def claim_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
+    """Make sure a fresh run does not write into another run's directory.
+
+    A directory that holds checkpoints or a metrics log is another run's: refused with one message offering
+    ``--resume``, a new ``run.dir`` or ``--overwrite``, which removes that run's files (:data:`RUN_FILES`) first.
+    Refusing, rather than numbering a new directory (``runs/x-2``) as some tools do, keeps a run's name meaning one
+    run: ``--resume runs/x``, ``eval runs/x`` and ``infer --ckpt runs/x`` all name the directory the config says.
+
+    Raises:
+        ConfigError: the directory holds a run and ``overwrite`` is off.
+    """
+    ckpts = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
+    logged = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size > 0
+    if not ckpts and not logged:
+        return
+    if not overwrite:
+        held = ", ".join(f"checkpoints/{p.name}" for p in ckpts) or "metrics.jsonl"
+        raise ConfigError(
+            f"{run_dir} already holds a run ({held}). Continue it with `nafrestore train --resume {run_dir}`, "
+            f"start a new run elsewhere with run.dir=NEW_DIR (or run.name=NEW_NAME), or replace it with --overwrite."
+        )
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def run_dir_of(ckpt_path: Path) -> Path | None:
     """The run directory a checkpoint belongs to (``RUN_DIR/checkpoints/x.pt`` -> RUN_DIR), or None."""
     ckpt_path = Path(ckpt_path)
@@ -275,6 +310,8 @@ __all__ = [
     "load_model_state",
     "make_checkpoint",
     "model_state",
+    "RUN_FILES",
+    "claim_run_dir",
     "config_for_resume",
     "resume_checkpoint",
     "rng_state",

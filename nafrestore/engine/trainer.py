@@ -20,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +34,13 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream
 from ..errors import ConfigError, NafrestoreError
-from ..utils.device import resolve_precision, seed_everything
 from ..utils.files import atomic_write, remove_stale_temporaries
 from . import distributed as du
+from .build import build_loaders, build_optimization, build_training_model, build_val_suite, wrap_model
 from .checkpoint import (
+    claim_run_dir,
     config_for_resume,
     load_checkpoint,
-    load_model_state,
     make_checkpoint,
     model_state,
     resume_checkpoint,
@@ -54,7 +52,7 @@ from .checkpoint import (
 from .ema import ModelEMA
 from .logging import RunLogger, read_metrics
 from .losses import build_loss
-from .optim import WarmupCosineSchedule, build_optimizer
+from .optim import WarmupCosineSchedule
 from .signals import StopSignals, TrainingInterrupted, resume_command
 from .step import train_step
 
@@ -136,39 +134,6 @@ class TrainState:
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
 
-#: What a run writes into its directory; ``--overwrite`` removes exactly these (and nothing else the folder holds).
-RUN_FILES = ("checkpoints", "tensorboard", "report", "metrics.jsonl", "train.log", "curves.png", "config.yaml",
-             "summary.json", "eval.json")  # fmt: skip
-
-
-def claim_run_dir(run_dir: Path, *, overwrite: bool = False) -> None:
-    """Make sure a fresh run does not write into another run's directory.
-
-    A directory that holds checkpoints or a metrics log is another run's: refused with one message offering
-    ``--resume``, a new ``run.dir`` or ``--overwrite``, which removes that run's files (:data:`RUN_FILES`) first.
-    Refusing, rather than numbering a new directory (``runs/x-2``) as some tools do, keeps a run's name meaning one
-    run: ``--resume runs/x``, ``eval runs/x`` and ``infer --ckpt runs/x`` all name the directory the config says.
-
-    Raises:
-        ConfigError: the directory holds a run and ``overwrite`` is off.
-    """
-    ckpts = sorted((run_dir / "checkpoints").glob("*.pt")) if (run_dir / "checkpoints").is_dir() else []
-    logged = (run_dir / "metrics.jsonl").is_file() and (run_dir / "metrics.jsonl").stat().st_size > 0
-    if not ckpts and not logged:
-        return
-    if not overwrite:
-        held = ", ".join(f"checkpoints/{p.name}" for p in ckpts) or "metrics.jsonl"
-        raise ConfigError(
-            f"{run_dir} already holds a run ({held}). Continue it with `nafrestore train --resume {run_dir}`, "
-            f"start a new run elsewhere with run.dir=NEW_DIR (or run.name=NEW_NAME), or replace it with --overwrite."
-        )
-    for name in RUN_FILES:
-        target = run_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
 
 def _setup(
     cfg: Config, info: du.DistInfo, device: torch.device, resume: str | Path | None, quiet: bool, datasets: Any
@@ -176,16 +141,16 @@ def _setup(
     """Build model, optimizer, schedule, data and logger; restore a checkpoint when resuming."""
     ckpt_path = resume_checkpoint(resume) if resume is not None else None
     ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
-    raw, ema = _build_model(cfg, info, device, ckpt, f"checkpoint {ckpt_path}")
-    optimizer, scheduler, scaler, precision = _build_optimization(cfg, raw, device, ckpt)
+    raw, ema = build_training_model(cfg, info, device, ckpt, f"checkpoint {ckpt_path}")
+    optimizer, scheduler, scaler, precision = build_optimization(cfg, raw, device, ckpt)
     step = int(ckpt["step"]) if ckpt is not None else 0
-    loader, val_loader = _build_loaders(cfg, info, datasets)
+    loader, val_loader = build_loaders(cfg, info, datasets)
     state = TrainState(
         cfg=cfg,
         info=info,
         device=device,
         precision=precision,
-        model=_wrap(raw, cfg, info, device),
+        model=wrap_model(raw, cfg, info, device),
         raw=raw,
         ema=ema,
         optimizer=optimizer,
@@ -194,7 +159,7 @@ def _setup(
         loss_fn=build_loss([(t.name, t.weight) for t in cfg.train.loss]).to(device),
         batches=BatchStream(loader, start_step=step),
         val_loader=val_loader,
-        suite=_build_suite(cfg, device) if val_loader is not None else None,
+        suite=build_val_suite(cfg, device) if val_loader is not None else None,
         log=RunLogger(
             cfg.run_dir,
             enabled=info.is_main,
@@ -215,124 +180,6 @@ def _setup(
     state.probe = torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     state._clock0 = time.monotonic()
     return state
-
-
-def _build_model(
-    cfg: Config, info: du.DistInfo, device: torch.device, ckpt: Mapping[str, Any] | None, source: str
-) -> tuple[nn.Module, ModelEMA | None]:
-    """The network (resumed weights, ``model.init_from``'s weights or a seeded initialisation, identical on every
-    process) and its EMA."""
-    from ..models.loading import build_model, init_state, load_weights
-
-    seed_everything(cfg.run.seed)
-    raw = build_model(cfg.model.name, cfg.model.args).to(device)  # DDP broadcasts rank 0's weights anyway
-    if info.rank:
-        seed_everything(cfg.run.seed + 1_000_003 * info.rank)  # independent stochastic layers per process
-    if ckpt is not None:
-        load_model_state(raw, ckpt["model"], source)
-    elif cfg.model.init_from is not None:  # fine-tuning; a resumed run has its own weights
-        state, where = init_state(cfg.model.init_from)
-        load_weights(raw, state, where)
-    ema = ModelEMA(raw, cfg.train.ema) if cfg.train.ema else None
-    if ema is not None and ckpt is not None and ckpt.get("ema"):
-        ema.load_state_dict(ckpt["ema"])
-    if ema is not None and cfg.model.tlc:
-        ema.module.set_tlc(cfg.model.tlc_train_size)  # the EMA copy only ever runs inference
-    return raw, ema
-
-
-def _build_optimization(
-    cfg: Config, raw: nn.Module, device: torch.device, ckpt: Mapping[str, Any] | None
-) -> tuple[torch.optim.Optimizer, WarmupCosineSchedule, torch.amp.GradScaler, str]:
-    """AdamW, the warm-up + cosine schedule and the gradient scaler (resumed when ``ckpt``), and the precision."""
-    tc = cfg.train
-    try:
-        precision = resolve_precision(tc.precision, device)
-    except NafrestoreError as exc:
-        raise ConfigError(f"train.precision: {exc}") from None
-    optimizer = build_optimizer(raw, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-    budget = tc.time_budget_min * 60.0 if tc.time_budget_min else None
-    scheduler = WarmupCosineSchedule(
-        optimizer, total_iters=tc.iters, warmup_iters=tc.warmup_iters, min_lr=tc.min_lr, time_budget_s=budget
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    if ckpt is not None:
-        _restore_optimization(ckpt, optimizer, scheduler, scaler)
-    return optimizer, scheduler, scaler, precision
-
-
-def _restore_optimization(
-    ckpt: Mapping[str, Any],
-    optimizer: torch.optim.Optimizer,
-    scheduler: WarmupCosineSchedule,
-    scaler: torch.amp.GradScaler,
-) -> None:
-    if ckpt.get("optimizer") is None:
-        raise ConfigError(
-            "This checkpoint has no optimizer state (best.pt is for inference): resume from checkpoints/last.pt "
-            "or the run directory."
-        )
-    # The optimizer state dict also carries hyperparameters; the config's (possibly overridden) ones win.
-    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(ckpt["optimizer"])
-    for group, hparams in zip(optimizer.param_groups, fresh, strict=True):
-        group.update(hparams)
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt.get("scaler") and scaler.is_enabled():
-        scaler.load_state_dict(ckpt["scaler"])
-
-
-def _wrap(raw: nn.Module, cfg: Config, info: du.DistInfo, device: torch.device) -> nn.Module:
-    """What forward and backward go through: DDP across processes, torch.compile when asked."""
-    model: nn.Module = raw
-    if info.distributed:
-        # Depthwise conv weights (C, 1, k, k) get gradients whose stride on the size-1 dim differs from DDP's bucket
-        # views; the layouts are equivalent, so DDP's performance warning about it is a false alarm.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
-    return model
-
-
-def _build_loaders(cfg: Config, info: du.DistInfo, datasets: Any) -> tuple[DataLoader, DataLoader | None]:
-    from ..data import build_datasets, build_train_loader, build_val_loader
-
-    train_ds, val_ds = datasets if datasets is not None else build_datasets(cfg.data, seed=cfg.run.seed)
-    if val_ds is not None:
-        _check_validation_sizes(val_ds, cfg)
-    loader = build_train_loader(
-        train_ds,
-        batch_size=cfg.train.batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.run.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    val_loader = build_val_loader(val_ds, rank=info.rank, world_size=info.world_size) if val_ds is not None else None
-    return loader, val_loader
-
-
-def _check_validation_sizes(val_ds: Any, cfg: Config) -> None:
-    """Every validation image is large enough for val.metrics (checked now, not at the first validation)."""
-    from ..data.datasets import item_sizes
-    from ..errors import DataError
-    from ..metrics import MetricSuite
-
-    need = MetricSuite.minimum_side(cfg.val.metrics, crop_border=cfg.val.crop_border)
-    for name, height, width in item_sizes(val_ds):
-        if min(height, width) < need:
-            raise DataError(
-                f"The validation image {name!r} is {width}x{height} px, but val.metrics {cfg.val.metrics} with "
-                f"val.crop_border {cfg.val.crop_border} need at least {need} px on each side. Remove or replace the "
-                f"image, or drop the metric that needs the size (ms-ssim needs 161 px, lpips 32, ssim 11)."
-            )
-
-
-def _build_suite(cfg: Config, device: torch.device) -> Any:
-    from ..metrics import MetricSuite
-
-    return MetricSuite(cfg.val.metrics, y_channel=cfg.val.y_channel, crop_border=cfg.val.crop_border, device=device)
 
 
 def _restore_run_state(s: TrainState, ckpt: Mapping[str, Any]) -> None:
@@ -455,7 +302,7 @@ def _validate(s: TrainState) -> None:
     if s.val_loader is None:
         return
     vc, model = s.cfg.val, s.eval_model
-    input_suite = None if s.input_logged else _build_suite(s.cfg, s.device)
+    input_suite = None if s.input_logged else build_val_suite(s.cfg, s.device)
     with _paused(s), _inference_mode(s, model):
         res = score(
             loader_items(s.val_loader),
@@ -653,7 +500,7 @@ def train(
         callbacks: functions called with the :class:`TrainState` after every step (tests, custom hooks).
         datasets: (train, val) datasets to use instead of ``build_datasets(cfg.data)``; val may be None.
         overwrite: a fresh run may replace the files of an earlier run in its directory (see
-            :func:`claim_run_dir`); without it that is an error.
+            :func:`.checkpoint.claim_run_dir`); without it that is an error.
 
     Returns:
         The run directory, holding config.yaml, checkpoints/{last,best}.pt, metrics.jsonl, train.log, curves.png
@@ -687,4 +534,4 @@ def train(
     return state.run_dir
 
 
-__all__ = ["RUN_FILES", "LogWindow", "TrainState", "TrainingDivergedError", "claim_run_dir", "train"]
+__all__ = ["LogWindow", "TrainState", "TrainingDivergedError", "train"]
