@@ -129,11 +129,16 @@ def info(
     epilog="Examples:  nafrestore eval --pred restored/ --gt clean/ --metrics psnr,ssim,ms-ssim,lpips,rfid"
     "  |  nafrestore eval runs/demo --ckpt best --metrics psnr,ssim --json runs/demo/eval.json"
     "  |  nafrestore eval configs/my.yaml --ckpt model.pt --data photos/ --report report/"
-    "  |  nafrestore eval --model nafnet-sidd-width32 --data photos/",
+    "  |  nafrestore eval --model nafnet-sidd-width32 --data photos/"
+    "  |  nafrestore eval --pred NAFNet=out/nafnet --pred ours=out/ours --gt clean/ --lq noisy/ --report cmp/",
 )
 def eval_command(
     source: Path | None = typer.Argument(None, help="Run directory or YAML config of the model to evaluate."),
-    pred: Path | None = typer.Option(None, "--pred", help="Folder of restored images (instead of a model)."),
+    pred: list[str] | None = typer.Option(
+        None,
+        "--pred",
+        help="Folder of restored images (instead of a model); repeat it (NAME=FOLDER to name each) to compare models.",
+    ),
     gt: Path | None = typer.Option(
         None, "--gt", help="Folder of ground-truth images, matched by relative path and stem."
     ),
@@ -163,7 +168,9 @@ def eval_command(
     overlap: int = typer.Option(32, "--overlap", min=0, help="Tile overlap."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the summary and per-image values as JSON."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write per-image values as CSV."),
-    report: Path | None = typer.Option(None, "--report", help="Write comparison.png (best and worst images) here."),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write an HTML report here: report.html, its images, report.json, comparison.png."
+    ),
     save_images: Path | None = typer.Option(None, "--save-images", help="Keep the restored images here."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
@@ -172,17 +179,46 @@ def eval_command(
     from . import evaluation as ev
 
     with user_errors(), downloads(offline, quiet):
+        if pred and len(pred) > 1 and save_images is not None:
+            raise NafrestoreError(
+                "--save-images keeps the images a model restores; with several --pred folders they are on disk "
+                "already: leave it out."
+            )
         result = ev.evaluate(
-            source, pred=pred, gt=gt, lq=lq, ckpt=ckpt, model=model, data=data, metrics=metrics, device=device,
-            batch_size=batch,
-            tile=tile, overlap=overlap, save_dir=save_images, progress=not quiet,
+            source, pred=pred or None, gt=gt, lq=lq, ckpt=ckpt, model=model, data=data, metrics=metrics,
+            device=device, batch_size=batch,
+            tile=tile, overlap=overlap, save_dir=save_images, report_dir=report, progress=not quiet,
             y_channel=y_channel, crop_border=crop_border, quantize=not raw, lpips_net=lpips_net, fid_patch=fid_patch,
             weights_dir=weights_dir, allow_fewer_scales=fewer_scales,
         )  # fmt: skip
         typer.echo(ev.format_table(result))  # the scores first: a file that cannot be written costs nothing else
-        for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv), (report, ev.write_report)):
+        for path, write in ((json_path, ev.write_json), (csv_path, ev.write_csv)):
             if path is not None:
                 write(result, path)
+        if report is not None:
+            typer.echo(f"report: {ev.write_report(result, report)}")
+
+
+@app.command(
+    "report",
+    epilog="Examples:  nafrestore report runs/demo -o runs/demo/report-html"
+    "  |  nafrestore report old-report/ -o shared/report   (the page again, images copied)"
+    "  |  nafrestore report eval.json -o report/   (tables only: an eval JSON has no images)",
+)
+def report_command(
+    source: Path = typer.Argument(
+        ..., help="A report folder or its report.json, an `eval --json` file, or a training run directory."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder to write report.html (and its files) into."),
+    title: str | None = typer.Option(None, "--title", help="The page's title."),
+) -> None:
+    """Write the HTML report again from what is on disk, scoring nothing: a run's curves and config, its scores and
+    images; prints the page's path."""
+    from .report import build_report
+
+    with user_errors():
+        page = build_report(source, output, title=title)
+    typer.echo(str(page))
 
 
 def _size(n: int | None) -> str:

@@ -7,7 +7,9 @@ with a :class:`~nafrestore.metrics.MetricSuite`, and the degraded input too (the
 ``input_<metric>``) so the gain is visible. Same-size images are batched together. Under ``torchrun`` each process
 scores its share and the rows are merged by name.
 
-The result is an :class:`EvalResult`, written as a table, JSON, a per-image CSV and a comparison figure.
+The result is an :class:`EvalResult` (several models on the same images: a :class:`Comparison`), written as a
+table, JSON, a per-image CSV and an HTML report (:mod:`nafrestore.report`) whose images :func:`score` writes as it
+goes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .metrics import MetricSuite
     from .models.loading import ModelSpec
+    from .report.images import ReportImages
 
 Restore = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) [0, 1] -> same
 
@@ -55,6 +58,10 @@ class EvalResult:
     settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     extremes: Any = field(default=None, repr=False, compare=False)  # crops of the best and worst image, for the report
+    # The images written for the HTML report while scoring (their paths are in each row's "files"), and where the
+    # images came from (pred, gt, lq, model, checkpoint, data, run_dir, label), for the report.
+    report_images: ReportImages | None = field(default=None, repr=False, compare=False)
+    origin: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +71,29 @@ class EvalResult:
             "images": self.images,
             "settings": self.settings,
             "notes": self.notes,
+        }
+
+
+@dataclass
+class Comparison:
+    """Several models scored on the same images (``eval`` with two or more ``--pred``): one result per model, by
+    label, in the order given. The degraded input is scored once; every model's rows carry its values."""
+
+    models: dict[str, EvalResult]
+
+    @property
+    def first(self) -> EvalResult:
+        return next(iter(self.models.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"models": {label: {"pred", <one model's JSON>}}, "input_summary", "n_images", "settings", "notes"}``."""
+        first = self.first
+        return {
+            "models": {label: {"pred": r.origin.get("pred"), **r.to_json()} for label, r in self.models.items()},
+            "input_summary": first.input_summary,
+            "n_images": first.n_images,
+            "settings": first.settings,
+            "notes": first.notes,
         }
 
 
@@ -163,6 +193,8 @@ def score(
     save_dir: str | Path | None = None,
     progress: bool = False,
     total: int | None = None,
+    report_images: ReportImages | None = None,
+    desc: str = "eval",
 ) -> EvalResult:
     """Score every item; restore ``lq`` with ``restore`` where there is no ``pred``.
 
@@ -175,6 +207,10 @@ def score(
         save_dir: write each restored image there as ``<name>.png``.
         progress: show a progress bar.
         total: number of items, for the progress bar.
+        report_images: write each image's views (input, restored, ground truth) for the HTML report as it is
+            scored (full size, preview, thumbnail; see :class:`~nafrestore.report.images.ReportImages`) and record
+            their paths, relative to the report folder, in its row (``"files"``).
+        desc: the progress bar's label.
 
     Raises:
         DataError: no items, or a restored image of another size than its ground truth.
@@ -186,7 +222,7 @@ def score(
             s.reset()
     rows: list[dict[str, Any]] = []
     extremes = _Extremes(suite.image_names[0] if suite.image_names else None)
-    with tqdm(total=total, unit="img", disable=not progress, desc="eval") as bar:
+    with tqdm(total=total, unit="img", disable=not progress, desc=desc) as bar:
         for batch in _batches(items, batch_size):
             gt = torch.stack([it.gt for it in batch])
             lq = torch.stack([it.lq for it in batch]) if all(it.lq is not None for it in batch) else None
@@ -195,12 +231,11 @@ def score(
             scored_input = input_suite is not None and lq is not None
             input_values = input_suite.update(lq, gt) if scored_input else [{} for _ in batch]  # type: ignore[union-attr]
             for i, item in enumerate(batch):
-                rows.append({"name": item.name, **values[i], **{f"input_{k}": v for k, v in input_values[i].items()}})
-                extremes.offer(values[i], item.name, lq[i] if lq is not None else None, pred[i], gt[i])
-                if save_dir is not None:
-                    from .data import save_image
-
-                    save_image(Path(save_dir) / f"{item.name}.png", pred[i])
+                row = {"name": item.name, **values[i], **{f"input_{k}": v for k, v in input_values[i].items()}}
+                item_lq = lq[i] if lq is not None else None
+                extremes.offer(values[i], item.name, item_lq, pred[i], gt[i])
+                _keep_images(row, pred[i], gt[i], item_lq, save_dir, report_images)
+                rows.append(row)
             bar.update(len(batch))
     rows = _merge_processes(rows)
     if not rows:
@@ -216,7 +251,28 @@ def score(
         settings={**(computed or {}).get("settings", {}), "metrics": suite.names, **_extra_settings(computed or {})},
         notes=(computed or {}).get("notes", []),
         extremes=extremes,
+        report_images=report_images,
     )
+
+
+def _keep_images(
+    row: dict[str, Any],
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    lq: torch.Tensor | None,
+    save_dir: str | Path | None,
+    report_images: ReportImages | None,
+) -> None:
+    """Write one scored image where it is asked for: the restored image into ``save_dir``, its views into the
+    report (their files recorded in ``row``)."""
+    if save_dir is not None:
+        from .data import save_image
+
+        save_image(Path(save_dir) / f"{row['name']}.png", pred)
+    if report_images is not None:
+        files = report_images.write(row["name"], restored=pred, gt=gt, lq=lq)
+        if files:
+            row["files"] = files
 
 
 def _merge_processes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -313,15 +369,28 @@ class _Extremes:
 # Output
 
 
-def write_report(result: EvalResult, folder: str | Path) -> Path:
-    """``comparison.png`` in ``folder``: input | restored | ground truth crops of the best and worst image."""
-    path = Path(folder) / "comparison.png"
-    if result.extremes is not None:
-        result.extremes.draw(path)
+def write_report(result: EvalResult | Comparison, folder: str | Path, *, title: str | None = None) -> Path:
+    """The HTML report in ``folder``: ``report.html`` (self-contained, opens from the disk), ``report.json`` (its
+    data, for ``nafrestore report``), ``comparison.png`` (input | restored | ground truth crops of the best and
+    worst image) and the images :func:`score` wrote there (copied from where it wrote them if that was elsewhere).
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        OutputError: a file cannot be written (also one that failed while scoring, raised here so that the scores
+            are printed first).
+    """
+    from .report import write_eval_report
+
+    path = write_eval_report(result, folder, title=title)
+    first = result.first if isinstance(result, Comparison) else result
+    if first.extremes is not None:
+        first.extremes.draw(Path(folder) / "comparison.png")
     return path
 
 
-def write_json(result: EvalResult, path: str | Path) -> None:
+def write_json(result: EvalResult | Comparison, path: str | Path) -> None:
     """The documented JSON (infinite PSNR written as the string "inf", since JSON has no infinity)."""
     data = json_safe(result.to_json())
     with atomic_write(path, "w", encoding="utf-8") as f:
@@ -339,21 +408,30 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_csv(result: EvalResult, path: str | Path) -> None:
-    """One row per image: name, each metric, and each metric of the degraded input (``input_<metric>``)."""
-    columns = ["name", *[k for k in result.images[0] if k != "name"]]
+def write_csv(result: EvalResult | Comparison, path: str | Path) -> None:
+    """One row per image: name, each metric, and each metric of the degraded input (``input_<metric>``); for
+    several models, one row per model and image, with the model's label first (``model``)."""
+    if isinstance(result, Comparison):
+        rows = [{"model": label, **row} for label, r in result.models.items() for row in r.images]
+    else:
+        rows = result.images
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "files"))  # the report's paths: not here
 
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(result.images)
+        writer.writerows(rows)
 
 
-def format_table(result: EvalResult) -> str:
-    """A plain-text table: one row for the restored images, one for the input, one column per metric, and N."""
-    names = list(result.summary)
+def format_table(result: EvalResult | Comparison) -> str:
+    """A plain-text table: one row for the restored images (one per model), one for the input, one column per
+    metric, and N."""
+    models = result.models if isinstance(result, Comparison) else {"restored": result}
+    first = next(iter(models.values()))
+    names = list(first.summary)
     header = ["", *names, "N"]
-    rows = [["restored", *[_fmt(result.summary[n]) for n in names], str(result.n_images)]]
+    rows = [[label, *[_fmt(r.summary[n]) for n in names], str(r.n_images)] for label, r in models.items()]
+    result = first
     if result.input_summary:
         rows.append(["input", *[_fmt(result.input_summary.get(n, float("nan"))) for n in names], str(result.n_images)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -464,7 +542,7 @@ def model_items(cfg: Config, data: str = "val", seed: int | None = None) -> torc
 def evaluate(
     source: str | Path | None = None,
     *,
-    pred: str | Path | None = None,
+    pred: str | Path | Sequence[str | Path] | Mapping[str, str | Path] | None = None,
     gt: str | Path | None = None,
     lq: str | Path | None = None,
     ckpt: str = "best",
@@ -476,20 +554,25 @@ def evaluate(
     tile: int | None = None,
     overlap: int = 32,
     save_dir: str | Path | None = None,
+    report_dir: str | Path | None = None,
     progress: bool = True,
     **suite_options: Any,
-) -> EvalResult:
+) -> EvalResult | Comparison:
     """``nafrestore eval``: score a folder of restored images, or a model on a dataset.
 
     Args:
         source: the model (see :func:`model_under_test`); or None with ``pred`` and ``gt``, or with ``model``.
         model: a pretrained model's name, or a config with ``ckpt`` as its weights (see :func:`model_under_test`).
-        pred, gt, lq: folders of restored, ground-truth and (optional) degraded images, matched by name.
+        pred, gt, lq: folders of restored, ground-truth and (optional) degraded images, matched by name. Several
+            ``pred`` folders (a list, ``NAME=FOLDER`` strings, or a mapping of labels to folders) compare several
+            models on the same images: the result is then a :class:`Comparison`.
         ckpt, data: which checkpoint, and ``val`` or a folder of clean images (see :func:`model_items`).
         metrics: comma-separated names, e.g. ``"psnr,ssim,ms-ssim,lpips,rfid"``.
         device: where the model and the metric networks run.
         batch_size, tile, overlap: how the model runs (same-size batches; tiles of ``tile`` pixels).
         save_dir, progress: see :func:`score`.
+        report_dir: write the images of the HTML report there while scoring (:func:`write_report` then writes the
+            page into the same folder).
         **suite_options: :class:`~nafrestore.metrics.MetricSuite` options (y_channel, crop_border, quantize,
             lpips_net, fid_patch, weights_dir, allow_fewer_scales).
 
@@ -506,11 +589,19 @@ def evaluate(
         raise NafrestoreError(
             "Give either a run directory / config or --model NAME to evaluate a model, or --pred DIR --gt DIR."
         )
+    if pred is not None:
+        labelled = model_labels(pred)
+        if len(labelled) > 1:
+            return compare(labelled, gt, lq, metrics=metrics, device=device, batch_size=batch_size,  # type: ignore[arg-type]
+                           report_dir=report_dir, progress=progress, **suite_options)  # fmt: skip
+        ((label, pred),) = labelled.items()
     dev = resolve_device(device)
     suite = MetricSuite(metrics, device=dev, **suite_options)
     input_suite = MetricSuite(metrics, device=dev, **suite_options)  # LPIPS and Inception are cached per device
+    images = _report_images(report_dir)
     if pred is not None:
         items, restore, total = folder_items(pred, gt, lq), None, None  # type: ignore[arg-type]
+        origin = {"label": label, "pred": pred, "gt": gt, "lq": lq}
     else:
         from .inference.api import model_from_spec
 
@@ -518,5 +609,110 @@ def evaluate(
         dataset = model_items(cfg, data)
         restore = model_restore(model_from_spec(spec, device=dev), tile=tile, overlap=overlap)
         items, total = dataset_items(dataset), len(dataset)
-    return score(items, suite, restore=restore, input_suite=input_suite, batch_size=batch_size, save_dir=save_dir,
-                 progress=progress, total=total)  # fmt: skip
+        run_dir = Path(cfg.run_dir) if source is not None else None
+        origin = {"model": model or source, "checkpoint": spec.source, "data": data,
+                  "run_dir": run_dir if run_dir is not None and run_dir.is_dir() else None}  # fmt: skip
+    result = score(items, suite, restore=restore, input_suite=input_suite, batch_size=batch_size, save_dir=save_dir,
+                   progress=progress, total=total, report_images=images)  # fmt: skip
+    result.origin = {k: str(v) if isinstance(v, Path) else v for k, v in origin.items() if v is not None}
+    return result
+
+
+def _report_images(report_dir: str | Path | None, view: str = "restored") -> ReportImages | None:
+    if report_dir is None:
+        return None
+    from .report.images import ReportImages
+
+    return ReportImages(report_dir, view)
+
+
+def model_labels(
+    pred: str | Path | Sequence[str | Path] | Mapping[str, str | Path],
+) -> dict[str, Path]:
+    """The restored-image folders by label: ``NAME=FOLDER`` gives its name, a plain folder its own name (with its
+    parent's where two folders have the same name); one plain folder is ``restored``.
+
+    Raises:
+        NafrestoreError: two folders with the same label.
+    """
+    if isinstance(pred, Mapping):
+        return {str(k): Path(v) for k, v in pred.items()}
+    entries = [pred] if isinstance(pred, str | Path) else list(pred)
+    named: list[tuple[str | None, Path]] = []
+    for entry in entries:
+        text = str(entry)
+        name, sep, folder = text.partition("=")
+        if sep and name and folder and not Path(text).exists():
+            named.append((name, Path(folder)))
+        else:
+            named.append((None, Path(text)))
+    if len(named) == 1:
+        return {named[0][0] or "restored": named[0][1]}
+    plain = [p.resolve().name for _, p in named]
+    out: dict[str, Path] = {}
+    for (name, folder), base in zip(named, plain, strict=True):
+        label = name or (base if plain.count(base) == 1 else f"{folder.resolve().parent.name}/{base}")
+        if label in out:
+            raise NafrestoreError(
+                f"Two --pred folders are both called {label!r} ({out[label]} and {folder}). Name them: "
+                f"--pred NAME=FOLDER."
+            )
+        out[label] = folder
+    return out
+
+
+def compare(
+    preds: Mapping[str, str | Path],
+    gt: str | Path,
+    lq: str | Path | None = None,
+    *,
+    metrics: str = "psnr,ssim",
+    device: str = "auto",
+    batch_size: int = 4,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+    **suite_options: Any,
+) -> Comparison:
+    """Score several folders of restored images (one per model, by label) against the same ground truth.
+
+    Every folder is paired with ``gt`` before anything is scored, so a missing image costs no scoring time. The
+    input (``lq``) is scored once; its images, and the ground truth, are written to the report once.
+
+    Raises:
+        DataError: a folder whose images do not pair with the ground truth (naming it).
+    """
+    from .data import match_pairs
+    from .metrics import MetricSuite
+    from .report.page import view_keys
+    from .utils.device import resolve_device
+
+    for label, folder in preds.items():
+        try:
+            match_pairs(folder, gt, roles=("restored (--pred)", "ground-truth (--gt)"))
+        except DataError as exc:
+            raise DataError(f"The restored images of {label} (--pred {folder}) do not pair with --gt: {exc}") from None
+    dev = resolve_device(device)
+    suite = MetricSuite(metrics, device=dev, **suite_options)
+    input_suite = MetricSuite(metrics, device=dev, **suite_options) if lq is not None else None
+    images = _report_images(report_dir)
+    results: dict[str, EvalResult] = {}
+    for (label, folder), key in zip(preds.items(), view_keys(list(preds)), strict=True):
+        result = score(folder_items(folder, gt, lq), suite, input_suite=None if results else input_suite,
+                       batch_size=batch_size, progress=progress, desc=label,
+                       report_images=images.for_view(key) if images is not None else None)  # fmt: skip
+        result.origin = {k: str(v) for k, v in (("label", label), ("pred", folder), ("gt", gt), ("lq", lq)) if v}
+        results[label] = result
+    _share_input_row(list(results.values()))
+    return Comparison(results)
+
+
+def _share_input_row(results: list[EvalResult]) -> None:
+    """Give every model the input's values, scored with the first one (its row, and ``input_<metric>`` per image)."""
+    first = results[0]
+    inputs = {row["name"]: {k: v for k, v in row.items() if k.startswith("input_")} for row in first.images}
+    for result in results[1:]:
+        result.input_summary = first.input_summary
+        for n, row in enumerate(result.images):
+            files = {"files": row["files"]} if "files" in row else {}
+            rest = {k: v for k, v in row.items() if k != "files"}
+            result.images[n] = {**rest, **inputs.get(row["name"], {}), **files}

@@ -4,7 +4,7 @@
    wall-clock budget (configs/lka-nafnet-w12-denoise-sample.yaml).
 2. Evaluate the best checkpoint on the held-out photographs (PSNR, SSIM, MS-SSIM; LPIPS and rFID too when their
    weight files are present) against the noisy input and OpenCV's non-local means at a strength tuned on the
-   training photographs.
+   training photographs, and write the HTML report of both (runs/demo/report/report.html).
 3. Restore a folder of noisy photographs with `nafrestore infer`.
 4. Restore the same folder with the default model that ships (noise-blind, for real photographs).
 5. Print a table and write runs/demo/summary.json.
@@ -34,6 +34,7 @@ from nafrestore.engine import train
 from nafrestore.inference import load_model
 from nafrestore.metrics import MetricSuite, weights_status
 from nafrestore.models.pretrained import DEFAULT, find_pretrained
+from nafrestore.report import ReportImages
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml"
@@ -107,16 +108,19 @@ def main() -> int:
     val = build_val_dataset(cfg.data, seed=cfg.run.seed)
     model = load_model(ckpt, device="cpu")
     suite, input_suite = (MetricSuite(metrics, allow_fewer_scales=True) for _ in range(2))
+    images = ReportImages(run_dir / "report")  # the report's images, written as they are scored
     result = ev.score(
-        ev.dataset_items(val), suite, restore=ev.model_restore(model), input_suite=input_suite
+        ev.dataset_items(val), suite, restore=ev.model_restore(model), input_suite=input_suite, report_images=images
     )  # fmt: skip
-    ev.write_report(result, run_dir / "report")
+    result.origin = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "data": "the held-out sample photographs"}
     ev.write_json(result, run_dir / "eval.json")
 
     print("[3/5] non-local means baseline (strength tuned on the training photographs)", flush=True)
     h = tune_nlm(cfg.data.degradations, cfg.run.seed)
     nlm_items = [ev.EvalItem(it.name, it.gt, pred=nlm(it.lq, h)) for it in ev.dataset_items(val)]
-    nlm_result = ev.score(nlm_items, suite)
+    nlm_result = ev.score(nlm_items, suite, report_images=images.for_view("nlm"))
+    both = ev.Comparison({"LKA-NAFNet (ours)": result, f"non-local means h={h}": nlm_result})
+    report = ev.write_report(both, run_dir / "report", title="make demo: denoising the held-out photographs")
 
     print("[4/5] restoring a folder of noisy photographs with `nafrestore infer`", flush=True)
     noisy_dir, restored_dir = run_dir / "noisy", run_dir / "restored"
@@ -157,7 +161,7 @@ def main() -> int:
     print(f"\ntrained {train_seconds / 60:.1f} min; {result.n_images} held-out photographs, Gaussian sigma 25")
     print(f"run directory:     {run_dir}/ (config.yaml, metrics.jsonl, train.log, checkpoints/)")
     print(f"training curves:   {run_dir / 'curves.png'}")
-    print(f"comparison figure: {run_dir / 'report' / 'comparison.png'}")
+    print(f"report:            {report} (open it in a browser; comparison.png beside it)")
     print(f"restored folder:   {restored_dir}/ (and {default_dir}/ with the default model)")
     print(f"summary:           {run_dir / 'summary.json'}")
     if result.summary["psnr"] <= nlm_result.summary["psnr"]:

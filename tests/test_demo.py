@@ -34,7 +34,11 @@ def test_demo_script_writes_summary_curves_report_and_restored_folder(tmp_path):
     assert summary["nlm"]["psnr"] > summary["input"]["psnr"] + 3
     assert summary["model"]["psnr"] > summary["input"]["psnr"]  # even a few seconds of training helps
     assert Path(summary["checkpoint"]).is_file() and summary["train_seconds"] > 0
-    for path in ("curves.png", "report/comparison.png", "metrics.jsonl", "config.yaml"):
+    for path in ("curves.png", "report/comparison.png", "report/report.html", "metrics.jsonl", "config.yaml"):
         assert (run / path).is_file(), path
+    report = json.loads((run / "report" / "report.json").read_text())  # the model and the baseline, every view
+    assert [v["kind"] for v in report["views"]] == ["input", "model", "model", "gt"] and report["run"]["history"]
+    assert all(len(image["files"]) == 4 for image in report["images"]) and len(report["images"]) == 4
+    assert str(run / "report" / "report.html") in result.stdout
     assert sorted(p.stem for p in (run / "restored").iterdir()) == ["astronaut", "camera", "chelsea", "coins"]
     assert "non-local means" in result.stdout and "summary.json" in result.stdout
