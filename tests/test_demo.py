@@ -41,4 +41,6 @@ def test_demo_script_writes_summary_curves_report_and_restored_folder(tmp_path):
     assert all(len(image["files"]) == 4 for image in report["images"]) and len(report["images"]) == 4
     assert str(run / "report" / "report.html") in result.stdout
     assert sorted(p.stem for p in (run / "restored").iterdir()) == ["astronaut", "camera", "chelsea", "coins"]
+    # ... and the same folder restored with the model that ships (`nafrestore infer` without --ckpt)
+    assert sorted(p.stem for p in (run / "restored-default").iterdir()) == ["astronaut", "camera", "chelsea", "coins"]
     assert "non-local means" in result.stdout and "summary.json" in result.stdout
