@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_eval import photo  # the smooth test photograph the eval tests use
 from typer.testing import CliRunner
 
 from nafrestore import evaluation as ev
@@ -23,12 +24,6 @@ from nafrestore.report import ReportImages, build_report
 from nafrestore.report.images import safe_relative
 
 runner = CliRunner()
-
-
-def photo(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.random((h // 8, w // 8, 3)).astype(np.float32)
-    return np.kron(small, np.ones((8, 8, 1), dtype=np.float32))
 
 
 @pytest.fixture
