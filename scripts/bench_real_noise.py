@@ -18,8 +18,8 @@ Methods, in this order:
   ``nafrestore.load_model`` and applied to the whole image with ``nafrestore.restore`` (fp32).
 
 Writes ``OUT.json`` (settings, per-method summaries overall and per camera, per-image values) and ``OUT.md`` (the
-command, then tables of mean PSNR and SSIM overall and per camera). ``estimate_sigma`` needs PyWavelets
-(``pip install PyWavelets``).
+command, then tables of mean PSNR and SSIM overall and per camera). ``estimate_sigma`` needs PyWavelets (in the
+project's test extras, which ``make install`` installs).
 
     python scripts/bench_real_noise.py /data/polyu/noisy /data/polyu/clean \\
         --model nafrestore/weights/lka-nafnet-w12-denoise-real.safetensors --out bench/real-noise

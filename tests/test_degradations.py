@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,6 +170,11 @@ def test_seed_for_is_stable_and_distinct():
         ([{"type": "camera_noise", "exposure_mean": 2}], r"exposure_mean must be >= 0.1 and <= 1"),
         ([{"type": "camera_noise", "read_noise_jitter": "x"}], r"read_noise_jitter must be a number"),
         ([{"type": "camera_noise", "red_gain": 0}], r"red_gain must be > 0"),
+        ([{"type": "camera_noise", "noise_reduction": -1}], r"noise_reduction must be >= 0"),
+        (
+            [{"type": "camera_noise", "pipeline_error": True, "noise_reduction": 1}],
+            r"filter the noise alone, which needs pipeline_error: false",
+        ),
         ([{"type": "camera_noise", "shot": 0.01}], r"'shot'.*Valid parameters of camera_noise: shot_noise"),
         # p
         ([{"type": "jpeg", "p": 1.5}], r"degradations\[0\] \(jpeg\): p, the probability .* \[0, 1\], got 1.5"),
@@ -286,10 +292,25 @@ def test_mosaic_demosaic(pattern):
     assert error.max() < 10
 
 
+def test_camera_noise_zero_noise_returns_the_image(image):
+    """By default only the noise is carried over: with none, any 8-bit image comes back exactly, edges included."""
+    on_levels = np.rint(image * 255) / 255
+    for kwargs in ({}, {"noise_reduction": [0.5, 2], "chroma_noise_reduction": 3}):
+        out = CameraNoise(shot_noise=0, **kwargs)(on_levels, np.random.default_rng(0))
+        np.testing.assert_array_equal(out, on_levels)
+
+
+def test_camera_noise_pipeline_error_keeps_the_demosaicing_artefacts(image):
+    """pipeline_error: the input also carries the bilinear round trip's error, largest on edges and detail."""
+    on_levels = np.rint(image * 255) / 255
+    out = CameraNoise(shot_noise=0, pipeline_error=True)(on_levels, np.random.default_rng(0))
+    assert np.abs(out - on_levels).max() * 255 > 10
+
+
 def test_camera_noise_zero_noise_round_trip():
-    """shot_noise 0: the whole path (ISP, mosaic, demosaic, 8 bits) returns a smooth image within ~1 level."""
+    """pipeline_error, shot_noise 0: the ISP, mosaic, demosaic and 8 bits return a smooth image within ~1 level."""
     img = _smooth()
-    camera = CameraNoise(shot_noise=0)
+    camera = CameraNoise(shot_noise=0, pipeline_error=True)
     errors = np.stack([np.abs(camera(img, np.random.default_rng(seed)) - img) * 255 for seed in range(10)])
     np.testing.assert_allclose(errors, np.rint(errors), atol=1e-3)  # both on 8-bit levels
     # Measured: 1 level inside (half a level of demosaicing, half of quantisation), 4 on the one-pixel border,
@@ -354,6 +375,28 @@ def test_camera_noise_is_correlated_in_space_and_colour():
     assert abs(corr(camera[..., 0], camera[..., 1])) > 0.1
     plain = residuals(CameraNoise(shot_noise=5e-3, color_correction=False))
     assert abs(corr(plain[..., 0], plain[..., 1])) < 0.05
+
+
+def test_camera_noise_reduction_leaves_low_frequency_luma_noise():
+    """noise_reduction widens the noise's correlation; a stronger chroma low-pass tips it towards luma (PolyU:
+    0.6-0.7 at lag 1, 0.2-0.3 at lag 4, luma std 1.5-2x chroma std)."""
+    grey = _flat(0.5, 64)
+
+    def stats(**kwargs: Any) -> tuple[float, float, float]:
+        camera = CameraNoise(shot_noise=5e-3, quantize=False, **kwargs)
+        res = np.stack([camera(grey, np.random.default_rng(seed)) - grey for seed in range(10)])
+        luma = res.mean(axis=3, keepdims=True)
+
+        def lag(k: int) -> float:
+            return float(np.corrcoef(res[:, :, :-k].ravel(), res[:, :, k:].ravel())[0, 1])
+
+        return lag(1), lag(4), float(luma.std() / (res - luma).std())
+
+    plain_lag1, plain_lag4, plain_ratio = stats()
+    reduced_lag1, reduced_lag4, reduced_ratio = stats(noise_reduction=1.0, chroma_noise_reduction=4.0)
+    assert plain_lag4 < 0.05 < 0.2 < reduced_lag4  # measured 0.00 and 0.28
+    assert reduced_lag1 > plain_lag1 + 0.2  # measured 0.60 and 0.89
+    assert plain_ratio < 1 < 1.5 < reduced_ratio  # measured 0.49 and 1.57: the colour matrix makes chroma heavy
 
 
 def test_camera_noise_levels_follow_the_log_log_line():

@@ -417,6 +417,17 @@ class CameraNoise(Degradation):
     signal-dependent, spatially correlated by demosaicing and coloured by the colour matrix, like a camera
     JPEG's before compression. Only the degraded input takes this path; the clean target stays the sRGB image.
 
+    By default only the noise is carried over: the input is the clean image plus ``process(noisy raw) -
+    process(clean raw)``. The round trip through a bilinear demosaic is itself lossy (zipper and false colour on
+    edges: 20 to 39 dB on the sample photographs with no noise at all), and with the original sRGB image as the
+    target a model trained on the full round trip mostly learns to undo bilinear-demosaicing artefacts that real
+    cameras do not make (bench/real-noise-recipes.md). ``pipeline_error: true`` keeps them.
+
+    Cameras also denoise before they write a JPEG, which removes the fine grain and leaves low-frequency,
+    mostly luminance blotches (on the PolyU pairs neighbouring pixels' noise is 0.6-0.7 correlated, still 0.2-0.3
+    four pixels apart, and luma noise 1.5-2x chroma noise). ``noise_reduction`` models that as a Gaussian
+    low-pass of the noise with a drawn width, and ``chroma_noise_reduction`` as a stronger one on its chroma.
+
     Noise levels follow Brooks's log-log fit to the Darmstadt cameras: ``log shot ~ U(log lo, log hi)`` and
     ``log read = slope * log shot + intercept + N(0, jitter^2)``.
 
@@ -441,6 +452,13 @@ class CameraNoise(Degradation):
         bayer: colour filter pattern, ``RGGB`` (default), ``BGGR``, ``GRBG`` or ``GBRG``, or a list of them to
             draw from per sample (a crop may start on any photosite).
         quantize: round the result to 8-bit levels, as a camera JPEG or PNG would hold it (default true).
+        pipeline_error: keep the ISP round trip's own error (bilinear-demosaicing artefacts) in the input, not
+            just the noise (default false; see above).
+        noise_reduction: standard deviation in pixels of the Gaussian low-pass applied to the noise, fixed or
+            ``[lo, hi]`` drawn uniformly; 0 (the default) keeps the demosaiced noise as it is. Needs
+            ``pipeline_error: false``.
+        chroma_noise_reduction: the low-pass's standard deviation for the noise's chroma (each channel minus the
+            mean of the three), fixed or ``[lo, hi]``; defaults to ``noise_reduction``'s.
     """
 
     def __init__(
@@ -456,6 +474,9 @@ class CameraNoise(Degradation):
         color_correction: bool = True,
         bayer: str | Sequence[str] = "RGGB",
         quantize: bool = True,
+        pipeline_error: bool = False,
+        noise_reduction: float | Sequence[float] = 0.0,
+        chroma_noise_reduction: float | Sequence[float] | None = None,
     ) -> None:
         self.shot_noise = Param("shot_noise", shot_noise, low=0, high=1)
         if not self.shot_noise.fixed and self.shot_noise.lo == 0:
@@ -480,6 +501,18 @@ class CameraNoise(Degradation):
         self.bayer = bayer if isinstance(bayer, str) else list(bayer)
         self._patterns = list(patterns)
         self.quantize = _boolean("quantize", quantize)
+        self.pipeline_error = _boolean("pipeline_error", pipeline_error)
+        self.noise_reduction = Param("noise_reduction", noise_reduction, low=0, high=10)
+        self.chroma_noise_reduction = (
+            None
+            if chroma_noise_reduction is None
+            else Param("chroma_noise_reduction", chroma_noise_reduction, low=0, high=10)
+        )
+        if self.pipeline_error and (self.noise_reduction.hi > 0 or chroma_noise_reduction is not None):
+            raise ValueError(
+                "noise_reduction and chroma_noise_reduction filter the noise alone, which needs pipeline_error: "
+                "false (the default)"
+            )
         self._rgb2cams = XYZ2CAMS @ RGB2XYZ  # (4, 3, 3): each camera's linear sRGB -> camera matrix
 
     def draw_params(self, rng: np.random.Generator) -> CameraParams:
@@ -527,11 +560,37 @@ class CameraNoise(Degradation):
         m = _SENSOR_MARGIN
         linear = cv2.copyMakeBorder(unprocess(img, params), m, m, m, m, cv2.BORDER_REFLECT)
         raw = mosaic(linear, pattern)
+        noise = np.zeros_like(raw)
         if shot > 0 or read > 0:
-            std = np.sqrt(raw * np.float32(shot) + np.float32(read))
-            raw = raw + rng.standard_normal(raw.shape, dtype=np.float32) * std
-        out = process(raw, params, pattern)[m:-m, m:-m]
+            noise = rng.standard_normal(raw.shape, dtype=np.float32) * np.sqrt(raw * np.float32(shot) + np.float32(read))
+        if self.pipeline_error:
+            out = process(raw + noise, params, pattern)[m:-m, m:-m]
+        else:
+            # Half the difference of the two antithetic draws raw + n and raw - n: the noise as the ISP shapes it
+            # (signal-dependent, demosaiced, colour-corrected), but zero-mean. The plain difference with the clean
+            # ISP output is biased where the black-level clip and the concave gamma bend it (shadows come out up
+            # to 2 levels darker on average at moderate noise), and a model trained on that brightens the shadows
+            # of real photographs, whose noise is within a level of zero-mean at every brightness (PolyU).
+            noise = (process(raw + noise, params, pattern) - process(raw - noise, params, pattern)) / np.float32(2.0)
+            out = np.asarray(img, np.float32) + self._reduce_noise(noise, rng)[m:-m, m:-m]
         return _finish(np.ascontiguousarray(out), clip=True, quantize=self.quantize)
+
+    def _reduce_noise(self, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The camera's noise reduction on an (H, W, 3) sRGB noise field: Gaussian low-passes of luma and chroma."""
+        sigma = self.noise_reduction.sample(rng)
+        chroma_sigma = sigma if self.chroma_noise_reduction is None else self.chroma_noise_reduction.sample(rng)
+        if sigma == 0 and chroma_sigma == 0:
+            return noise
+        luma = noise.mean(axis=2, keepdims=True)
+        chroma = noise - luma
+
+        def low_pass(x: np.ndarray, s: float) -> np.ndarray:
+            if s == 0:
+                return x
+            out = cv2.GaussianBlur(x, (0, 0), s, borderType=cv2.BORDER_REFLECT_101)
+            return out.reshape(x.shape)  # GaussianBlur drops a trailing axis of size 1
+
+        return low_pass(luma, sigma) + low_pass(chroma, chroma_sigma)
 
 
 # ----------------------------------------------------------------------------------------------------------------
