@@ -39,7 +39,8 @@ from nafrestore.data.io import load_rgb_integer
 from nafrestore.engine import TrainingInterrupted, train
 from nafrestore.errors import ConfigError, DataError
 
-TINY = ["model.name=nafnet", "model.width=4", "model.enc_blocks=[1,1]", "model.middle_blocks=0", "model.dec_blocks=[1,1]"]
+TINY = ["model.name=nafnet", "model.width=4", "model.enc_blocks=[1,1]", "model.middle_blocks=0",
+        "model.dec_blocks=[1,1]"]  # fmt: skip
 NOISE = [{"type": "gaussian_noise", "sigma": 25}]
 
 
