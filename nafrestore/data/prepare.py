@@ -375,7 +375,7 @@ def prepare_shards(
         val: ``folder``/``synthetic``: the validation source, laid out like ``src``.
         crop_size, step: the training sub-image side and stride in pixels (BasicSR's SIDD choice: 512 and 384);
             validation images are stored whole.
-        shard_size: samples per shard (256 SIDD samples make shards of about 250 MB).
+        shard_size: samples per shard (256 SIDD samples make shards of 150-250 MB).
         compression: PNG (zlib) level 0-9.
         workers: processes writing shards (default: one per CPU; 0: in this process).
         progress: show a progress bar.

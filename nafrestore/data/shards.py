@@ -13,8 +13,8 @@ first leaves the others waiting for ever; they also have no way to resume in the
 The samples of the shards in that order form one sequence: rank ``r`` takes the ``r``-th of ``world_size`` equal
 ranges of it, and each of its loader workers (a *stream*; the main process when ``num_workers`` is 0) an equal part
 of that range, cut to whole batches. So each sample is read by one process at most, every process takes the same
-number of steps, and each epoch leaves out fewer than ``world_size x streams x (batch_size + 1)`` samples
-(different ones each epoch, as the order changes). Ranges start and end inside shards: two processes may read
+number of steps, and each epoch leaves out fewer than ``world_size x streams x batch_size`` samples (different
+ones each epoch, as the order changes). Ranges start and end inside shards: two processes may read
 different parts of one shard, and no shard count is required. Each stream then shuffles its samples through a
 buffer of ``shuffle_buffer`` samples (held as PNG bytes, about 1 MB per 512 px SIDD pair), seeded by (seed, epoch,
 rank, stream); each sample's crop, symmetry and degradation come from a generator seeded by (seed, epoch, key).
