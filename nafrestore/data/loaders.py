@@ -9,6 +9,7 @@ steps.
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -230,5 +231,10 @@ class BatchStream:
                     self.position += 1
                     yield batch
             except NafrestoreError as exc:
-                raise _unwrapped(exc) from None
+                error = _unwrapped(exc)
+                if error is not exc:
+                    # The loader's frames in the worker error's traceback form a reference cycle with it, which would
+                    # keep the loader's iterator, and its worker processes, until a garbage collection happens to run.
+                    traceback.clear_frames(exc.__traceback__)
+                raise error from None
             epoch, skip = epoch + 1, 0
