@@ -93,8 +93,10 @@ def train(
 )
 def prepare(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="Source layout: sidd, gopro, folder or synthetic."),
-    src: Path = typer.Argument(..., help="Source folder (folder: holding lq/ and gt/; synthetic: clean images)."),
-    dst: Path = typer.Argument(..., help="Output folder: the shards, index.json and plan.json."),
+    src: Path = typer.Argument(
+        ..., metavar="SRC", help="Source folder (folder: holding lq/ and gt/; synthetic: clean images)."
+    ),
+    dst: Path = typer.Argument(..., metavar="DST", help="Output folder: the shards, index.json and plan.json."),
     val: Path | None = typer.Option(
         None, "--val", help="folder/synthetic: validation source, laid out like SRC (stored as whole images)."
     ),

@@ -189,16 +189,16 @@ def _sources(fmt: str, src: Path, val: Path | None) -> tuple[dict[str, Any], lis
     splits: dict[str, Any] = {}
     notes: list[str] = []
     if fmt == "sidd":
-        splits["train"] = _pairs_images(sidd_train_pairs(src))
+        splits["train"] = _pairs_images(sidd_train_pairs(src, "SRC"))
         mats = [src / f"Validation{kind}BlocksSrgb.mat" for kind in ("Noisy", "Gt")]
         if all(m.is_file() for m in mats):
             splits["val"] = _BlockImages(src)
         else:
             notes.append(f"no validation shards: {src} lacks {mats[0].name} / {mats[1].name}")
     elif fmt == "gopro":
-        splits["train"] = _pairs_images(gopro_pairs(src, "train"))
+        splits["train"] = _pairs_images(gopro_pairs(src, "train", "SRC"))
         if (src / "test").is_dir():
-            splits["val"] = _pairs_images(gopro_pairs(src, "test"))
+            splits["val"] = _pairs_images(gopro_pairs(src, "test", "SRC"))
         else:
             notes.append(f"no validation shards: {src / 'test'} does not exist")
     elif fmt == "folder":
