@@ -15,8 +15,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from nafrestore.config import load_config
 from nafrestore.data import prepare_shards, save_image
-from nafrestore.engine import read_metrics
+from nafrestore.engine import read_metrics, train
+from nafrestore.errors import ConfigError
 
 pytestmark = [
     pytest.mark.slow,  # two torchrun processes
@@ -145,3 +147,7 @@ def test_two_nodes_train_on_disjoint_shards_and_end_with_identical_weights(tmp_p
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]) and torch.equal(value, last["model"][name]), name
     assert "2 processes x batch 2" in (run / "train.log").read_text()
+    # The checkpoint records the data order's settings: resumed by one process, the run is refused, not reshuffled.
+    assert last["data_order"]["processes"] == 2 and last["data_order"]["data.num_workers"] == 1
+    with pytest.raises(ConfigError, match=r"the number of training processes was 2, now 1.*\(launch 2 process\(es\)"):
+        train(load_config(config, ["train.iters=8"]), resume=run, quiet=True)

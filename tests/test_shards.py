@@ -1,5 +1,6 @@
-"""`nafrestore prepare` and the `shards` format: fabricated SIDD (full-size frames) and GoPro trees -> shards ->
-training -> resume; the index against the crops; an interrupted preparation; corrupt shards; the epoch split."""
+"""`nafrestore prepare` and the `shards` format: fabricated SIDD (small frames; full-size ones in the slow tests) and
+GoPro trees -> shards -> training -> resume; a resume with other settings; the index against the crops; an
+interrupted preparation; corrupt shards; the epoch split."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from nafrestore.data import (
     SyntheticDataset,
     build_datasets,
     build_train_loader,
+    check_data_order,
     crop_grid,
     epoch_segments,
     load_shard_index,
@@ -36,7 +38,7 @@ from nafrestore.data import (
 )
 from nafrestore.data import prepare as prepare_module
 from nafrestore.data.io import load_rgb_integer
-from nafrestore.engine import TrainingInterrupted, train
+from nafrestore.engine import TrainingInterrupted, load_checkpoint, train
 from nafrestore.errors import ConfigError, DataError
 
 TINY = ["model.name=nafnet", "model.width=4", "model.enc_blocks=[1,1]", "model.middle_blocks=0",
@@ -126,17 +128,15 @@ def test_crop_grid_is_basicsrs_512_384_grid():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# SIDD: full-size frames
+# SIDD: small frames in the fast loop, full-size frames in the slow one
 
 
-@pytest.fixture(scope="module")
-def sidd_shards(tmp_path_factory) -> tuple[Path, Path]:
-    """SIDD-Medium sRGB's layout with two full-size frames (5328x3000 and 3000x5328, gradients plus noise) and
-    validation blocks, prepared with the defaults (512 px crops, 384 px step) in shards of 64."""
+def _sidd(root: Path, frames: tuple[tuple[int, int], ...]) -> Path:
+    """SIDD-Medium sRGB's layout, one scene per (height, width) in ``frames`` (gradients plus noise), and four
+    64x64 validation blocks."""
     scipy_io = pytest.importorskip("scipy.io")
-    root = tmp_path_factory.mktemp("sidd") / "SIDD_Medium_Srgb"
-    for scene, (height, width) in (("0001_001_S6_00100_00060_3200_L", (3000, 5328)),
-                                   ("0002_001_S6_00100_00020_3200_N", (5328, 3000))):  # fmt: skip
+    scenes = ("0001_001_S6_00100_00060_3200_L", "0002_001_S6_00100_00020_3200_N")
+    for scene, (height, width) in zip(scenes, frames, strict=True):
         ramp_y = np.linspace(0, 200, height, dtype=np.float32)[:, None]
         ramp_x = np.linspace(0, 200, width, dtype=np.float32)[None, :]
         gt = np.stack(np.broadcast_arrays(ramp_x, ramp_y, (ramp_x + ramp_y) / 2), axis=-1).astype(np.uint8)
@@ -146,11 +146,41 @@ def sidd_shards(tmp_path_factory) -> tuple[Path, Path]:
     blocks = np.random.default_rng(0).integers(0, 256, size=(2, 2, 64, 64, 3), dtype=np.uint8)
     scipy_io.savemat(root / "ValidationNoisyBlocksSrgb.mat", {"ValidationNoisyBlocksSrgb": blocks})
     scipy_io.savemat(root / "ValidationGtBlocksSrgb.mat", {"ValidationGtBlocksSrgb": blocks // 2})
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_sidd_shards(tmp_path_factory) -> Path:
+    """Two 1100x700 SIDD frames (landscape and portrait) prepared with the defaults (512 px crops, 384 px step):
+    6 crops each, 12 samples in shards of 8 and 4."""
+    root = _sidd(tmp_path_factory.mktemp("small-sidd") / "SIDD_Medium_Srgb", ((700, 1100), (1100, 700)))
+    dst = root.parent / "shards"
+    prepare_shards("sidd", root, dst, shard_size=8, workers=0, progress=False)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def sidd_shards(tmp_path_factory) -> tuple[Path, Path]:
+    """Two full-size SIDD frames (5328x3000 and 3000x5328) prepared with the defaults in shards of 64."""
+    root = _sidd(tmp_path_factory.mktemp("sidd") / "SIDD_Medium_Srgb", ((3000, 5328), (5328, 3000)))
     dst = root.parent / "shards"
     prepare_shards("sidd", root, dst, shard_size=64, workers=2, progress=False)
     return root, dst
 
 
+def test_small_sidd_shards_train_then_resume_across_an_epoch_gives_the_same_weights(small_sidd_shards, tmp_path):
+    train_split = load_shard_index(small_sidd_shards)["splits"]["train"]
+    assert train_split["samples"] == 2 * len(crop_grid(700, 1100, 512, 384)) == 12
+    assert [s["samples"] for s in train_split["shards"]] == [8, 4]
+    # 12 samples in batches of 2: 6 steps an epoch; resumed at step 2, it goes on into the second. (Loader workers
+    # cost seconds here; the GoPro tests and the slow full-size one train with them.)
+    opts = ["data.patch_size=64", "train.batch_size=2", "train.iters=8", "data.num_workers=0", "val.every=8"]
+    full, part = _cfg(small_sidd_shards, tmp_path / "full", *opts), _cfg(small_sidd_shards, tmp_path / "part", *opts)
+    _train_interrupted_and_resumed(full, part, at=2)
+    assert "validation at step 8 (4 images" in (tmp_path / "full" / "train.log").read_text()
+
+
+@pytest.mark.slow  # two full-size frames: 15-25 s to write and prepare
 def test_sidd_full_size_frames_index_counts_match_the_crops_and_samples_are_lossless(sidd_shards):
     root, dst = sidd_shards
     index = load_shard_index(dst)
@@ -182,6 +212,7 @@ def test_sidd_full_size_frames_index_counts_match_the_crops_and_samples_are_loss
     assert val[0]["lq"].shape == (3, 64, 64)
 
 
+@pytest.mark.slow
 def test_sidd_shards_train_then_resume_gives_the_same_weights(sidd_shards, tmp_path):
     _, dst = sidd_shards
     opts = ["data.patch_size=64", "train.batch_size=2", "train.iters=6", "data.num_workers=2", "val.every=6"]
@@ -247,6 +278,34 @@ def test_gopro_shards_train_then_resume_across_an_epoch_gives_the_same_weights(t
     dst = _prepare_gopro(tmp_path)
     opts = ["data.num_workers=2", "val.every=10"]  # 36 samples / 2 workers / batch 4: 8 steps an epoch
     _train_interrupted_and_resumed(_cfg(dst, tmp_path / "full", *opts), _cfg(dst, tmp_path / "part", *opts), at=5)
+
+
+def test_a_resume_that_changes_the_data_order_is_refused_with_the_setting_named(tmp_path):
+    dst = _prepare_gopro(tmp_path)
+    run = tmp_path / "run"
+    train(_cfg(dst, run, "train.iters=2"), quiet=True)
+    ckpt = run / "checkpoints" / "last.pt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["data_order"]
+    assert {k: saved[k] for k in ("processes", "data.num_workers", "train.batch_size", "run.seed")} == {
+        "processes": 1, "data.num_workers": 0, "train.batch_size": 4, "run.seed": 3}  # fmt: skip
+    assert saved["data.shards"].startswith("36 samples in 5 shards of 48 px sub-images every 32 px (layout ")
+
+    with pytest.raises(ConfigError) as info:
+        train(_cfg(dst, run, "train.iters=4", "train.batch_size=2"), resume=run, quiet=True)
+    message = str(info.value)
+    assert f"Cannot resume {ckpt} exactly: train.batch_size was 4, now 2." in message
+    assert "(train.batch_size=4)" in message and f"model.init_from={ckpt}" in message and "\n" not in message
+    assert load_checkpoint(ckpt)["step"] == 2  # nothing trained, nothing written
+
+    check_data_order(saved, {**saved, "data.num_workers": 1}, "last.pt")  # 0 and 1 workers read one stream
+    check_data_order(None, saved, "last.pt")  # a checkpoint from before the settings were stored
+    with pytest.raises(ConfigError, match=r"number of training processes was 1, now 2; data.num_workers was 0, now "
+                                          r"3\. .*\(launch 1 process\(es\), data.num_workers=0\)"):  # fmt: skip
+        check_data_order(saved, {**saved, "processes": 2, "data.num_workers": 3}, "last.pt")
+    other = _prepare_gopro(tmp_path / "other", step=24)
+    with pytest.raises(ConfigError, match=r"data.shards was 36 samples in 5 shards of 48 px sub-images every 32 px "
+                                          r"\(layout \w+\), now 36 .* every 24 px .*point data.shards at"):  # fmt: skip
+        train(_cfg(other, run, "train.iters=4"), resume=run, quiet=True)  # as many samples, cropped differently
 
 
 # ----------------------------------------------------------------------------------------------------------------

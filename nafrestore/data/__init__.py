@@ -23,7 +23,7 @@ from .loaders import BatchStream, TrainSampler, build_train_loader, build_val_lo
 from .pairs import folder_images, gopro_pairs, match_pairs, sidd_train_pairs
 from .prepare import PREPARE_FORMATS, PrepareInterrupted, PrepareReport, crop_grid, prepare_shards
 from .sample import sample_images, sample_weights
-from .shards import ShardTrainDataset, ShardValDataset, epoch_segments, load_shard_index
+from .shards import ShardTrainDataset, ShardValDataset, check_data_order, epoch_segments, load_shard_index
 
 __all__ = [
     "DEGRADATIONS",
@@ -47,6 +47,7 @@ __all__ = [
     "build_degradation",
     "build_train_loader",
     "build_val_loader",
+    "check_data_order",
     "crop_grid",
     "epoch_segments",
     "folder_images",

@@ -206,6 +206,10 @@ class BatchStream:
     Args:
         loader: a DataLoader with a batch sampler (``batch_size`` set).
         start_step: batches already consumed (the resumed step).
+
+    Attributes:
+        order_settings: for a streaming dataset, the settings its order depends on beyond the step (its
+            ``order_settings()``, for the checkpoint; see :func:`.shards.check_data_order`); None otherwise.
     """
 
     def __init__(self, loader: DataLoader, start_step: int = 0) -> None:
@@ -216,6 +220,8 @@ class BatchStream:
         if self.per_epoch == 0:
             raise ValueError("the training loader yields no batches")
         self.position = int(start_step)
+        settings = getattr(loader.dataset, "order_settings", None)
+        self.order_settings: dict[str, Any] | None = settings() if settings is not None else None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, skip = divmod(self.position, self.per_epoch)

@@ -22,7 +22,9 @@ rank, stream); each sample's crop, symmetry and degradation come from a generato
 **Resume is exact** (:meth:`ShardTrainDataset.set_skip`): what a process reads is a function of (seed, epoch, rank,
 world size, workers, batch size), so a stream resumed after ``k`` batches of an epoch reads its samples again from
 the start of the epoch, skips those it had given (read, not decoded), and yields what the uninterrupted run
-would have. Resuming needs the same number of processes, ``data.num_workers`` and ``train.batch_size``.
+would have. Resuming needs the same number of processes, ``data.num_workers``, ``train.batch_size``, ``run.seed``
+and training shards: :meth:`ShardTrainDataset.order_settings` lists them, the checkpoint stores them and
+:func:`check_data_order` refuses a resume that changes one.
 
 Every node reads the shards from its own ``data.shards`` folder (a copy of the prepared folder, or a shared or
 network file system): the shard order changes every epoch, so over a run each process reads from every shard.
@@ -31,25 +33,26 @@ network file system): the shard order changes every epoch, so over a run each pr
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import random
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..utils.pixels import to_tensor
 from .datasets import degraded_training_pair, degraded_validation_pair, training_pair
 from .degradations import build_degradation, seed_for
 from .io import decode_png
 from .prepare import INDEX_VERSION
 
-__all__ = ["ShardTrainDataset", "ShardValDataset", "epoch_segments", "load_shard_index"]
+__all__ = ["ShardTrainDataset", "ShardValDataset", "check_data_order", "epoch_segments", "load_shard_index"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -185,6 +188,41 @@ def _read_shard(path: Path, start: int, stop: int, members: tuple[str, ...], ind
     raise _corrupt(path, f"it ends after {seen} samples; index.json says it holds more", index)
 
 
+def check_data_order(saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None, checkpoint: str) -> None:
+    """Refuse a resume that would change the order of the training samples
+    (:meth:`ShardTrainDataset.order_settings`).
+
+    Args:
+        saved: the settings the checkpoint stores (None: not a shards run, or a checkpoint from before they were).
+        current: those of the resumed run's training stream (None: not a shards run).
+        checkpoint: the checkpoint, for the message.
+
+    Raises:
+        ConfigError: a setting differs; the message names it with both values and says how to go on.
+    """
+    if not saved or not current:
+        return
+    changed = []
+    for key, old in saved.items():
+        new = current.get(key, old)
+        if key == "data.num_workers":  # 0 and 1 workers both read one stream
+            old, new = max(1, int(old)), max(1, int(new))
+        if new != old:
+            changed.append((key, saved[key], current[key]))
+    if not changed:
+        return
+    names = {"processes": "the number of training processes"}
+    fixes = {"processes": "launch {old} process(es)", "data.shards": "point data.shards at the shards it trained on"}
+    what = "; ".join(f"{names.get(key, key)} was {old}, now {new}" for key, old, new in changed)
+    same = ", ".join(fixes.get(key, "{key}={old}").format(key=key, old=old) for key, old, _ in changed)
+    raise ConfigError(
+        f"Cannot resume {checkpoint} exactly: {what}. The order in which the shards are read depends on "
+        f"{'it' if len(changed) == 1 else 'them'}, so the resumed run would not continue the interrupted one. Resume "
+        f"with the same settings ({same}), or start a new run from these weights with model.init_from={checkpoint} "
+        "(and another run.dir)."
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training: the stream
 
@@ -237,7 +275,8 @@ class ShardTrainDataset(IterableDataset):
         self.patch_size, self.flip, self.rot90, self.shuffle_buffer = patch_size, flip, rot90, shuffle_buffer
         self.degrade = None if self.paired else build_degradation(list(degradations))
         # One process's share (split() sets it) and the position in the epoch.
-        self.rank, self.world_size, self.streams, self.batch_size, self.seed = 0, 1, 1, 1, 0
+        self.rank, self.world_size, self.num_workers, self.batch_size, self.seed = 0, 1, 0, 1, 0
+        self.streams = 1  # loader streams: max(1, num_workers)
         self.epoch = 0
         self.skip = 0  # batches of this epoch already consumed (resuming)
         self.batches_per_stream = self._batches_per_stream()
@@ -264,7 +303,7 @@ class ShardTrainDataset(IterableDataset):
             DataError: the shards hold less than one batch per stream.
         """
         out = copy.copy(self)
-        out.rank, out.world_size, out.streams = rank, world_size, max(1, num_workers)
+        out.rank, out.world_size, out.num_workers, out.streams = rank, world_size, num_workers, max(1, num_workers)
         out.batch_size, out.seed = batch_size, int(seed) % 2**63
         out.batches_per_stream = out._batches_per_stream()
         if out.batches_per_stream < 1:
@@ -275,6 +314,25 @@ class ShardTrainDataset(IterableDataset):
                 "more samples (a smaller --step)."
             )
         return out
+
+    def order_settings(self) -> dict[str, Any]:
+        """What the order of the samples depends on besides the step, keyed by the setting that fixes it (see the
+        module docs): the checkpoint stores it, and :func:`check_data_order` compares it when resuming.
+
+        ``data.shards`` describes the training shards and ends with a fingerprint of their layout (sub-image side
+        and step, the sample count of each shard): a copy of the folder matches, another preparation does not.
+        """
+        settings = self.index["settings"]
+        layout = [settings["crop_size"], settings["step"], self.paired, [n for _, n in self.shards]]
+        fingerprint = hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:12]
+        return {
+            "processes": self.world_size,
+            "data.num_workers": self.num_workers,
+            "train.batch_size": self.batch_size,
+            "run.seed": self.seed,
+            "data.shards": f"{self.num_samples} samples in {len(self.shards)} shards of {settings['crop_size']} px "
+            f"sub-images every {settings['step']} px (layout {fingerprint})",
+        }
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its beginning (before ``iter``)."""
