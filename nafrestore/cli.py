@@ -84,6 +84,41 @@ def train(
         typer.echo(str(run_dir))
 
 
+@app.command(
+    epilog="Examples:  nafrestore prepare sidd /data/SIDD /data/SIDD-shards"
+    "  |  nafrestore prepare gopro /data/GoPro /data/GoPro-shards --crop-size 512 --step 256 --workers 8"
+    "  |  nafrestore prepare folder mine/train shards/mine --val mine/val   (each with lq/ and gt/)"
+    "  |  nafrestore prepare synthetic photos/train shards/photos --val photos/val"
+    "  |  then: nafrestore train CONFIG data.format=shards data.shards=/data/SIDD-shards",
+)
+def prepare(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="Source layout: sidd, gopro, folder or synthetic."),
+    src: Path = typer.Argument(
+        ..., metavar="SRC", help="Source folder (folder: holding lq/ and gt/; synthetic: clean images)."
+    ),
+    dst: Path = typer.Argument(..., metavar="DST", help="Output folder: the shards, index.json and plan.json."),
+    val: Path | None = typer.Option(
+        None, "--val", help="folder/synthetic: validation source, laid out like SRC (stored as whole images)."
+    ),
+    crop_size: int = typer.Option(512, "--crop-size", min=8, help="Side of the training sub-images in pixels."),
+    step: int = typer.Option(384, "--step", min=1, help="Stride between sub-images in pixels (overlap: size - step)."),
+    shard_size: int = typer.Option(256, "--shard-size", min=1, help="Samples per shard."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Processes writing shards (default: one per CPU; 0: this process)."
+    ),
+    compression: int = typer.Option(1, "--png-compression", min=0, max=9, help="PNG (zlib) level, 0-9."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Crop a dataset into overlapping sub-images and write them as tar shards (lossless PNG pairs) with an index,
+    for `data.format: shards`; a re-run skips the finished shards."""
+    from .data.prepare import prepare_shards
+
+    with user_errors():
+        report = prepare_shards(fmt, src, dst, val=val, crop_size=crop_size, step=step, shard_size=shard_size,
+                                compression=compression, workers=workers, progress=not quiet)  # fmt: skip
+    typer.echo(report.summary())
+
+
 @config_app.command("show")
 def config_show(
     config: Path = typer.Argument(..., help="YAML config."),

@@ -71,10 +71,11 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how training samples are cut."""
 
-    format: Literal["sample", "folder", "synthetic", "sidd", "gopro"] = _field(
+    format: Literal["sample", "folder", "synthetic", "sidd", "gopro", "shards"] = _field(
         "sample",
         "Dataset layout: `sample` (photographs shipped with scikit-image, degraded on the fly), `folder` (paired "
-        "lq/gt folders), `synthetic` (clean folders degraded on the fly), `sidd` (SIDD-Medium sRGB), `gopro`.",
+        "lq/gt folders), `synthetic` (clean folders degraded on the fly), `sidd` (SIDD-Medium sRGB), `gopro`, "
+        "`shards` (tar shards written by `nafrestore prepare`, streamed).",
     )
     root: str | None = _field(
         None,
@@ -87,6 +88,15 @@ class DataConfig:
     val_gt: str | None = _field(None, "`folder`: ground-truth validation images.")
     train_dir: str | None = _field(None, "`synthetic`: folder of clean training images.")
     val_dir: str | None = _field(None, "`synthetic`: folder of clean validation images.")
+    shards: str | None = _field(
+        None,
+        "`shards`: the folder `nafrestore prepare` wrote (index.json and the .tar shards); every node needs it at "
+        "this path. Shards of clean images (`prepare synthetic`) are degraded by `data.degradations`.",
+    )
+    shuffle_buffer: int = _field(
+        256,
+        "`shards`: samples each loader stream shuffles among (held as PNG bytes: about 1 MB per 512 px SIDD pair).",
+    )
     degradations: list[dict[str, Any]] = _field(
         [{"type": "gaussian_noise", "sigma": 25}],
         "`sample`/`synthetic`: degradation pipeline applied in order; each item has a `type` "
@@ -108,12 +118,13 @@ class DataConfig:
     def __post_init__(self) -> None:
         # Relative data paths are taken from the working directory now, once, and kept absolute: the run's
         # config.yaml then works for `eval RUN` and `train --resume RUN` from any directory.
-        for key in ("root", "train_lq", "train_gt", "val_lq", "val_gt", "train_dir", "val_dir"):
+        for key in ("root", "train_lq", "train_gt", "val_lq", "val_gt", "train_dir", "val_dir", "shards"):
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, os.path.abspath(os.path.expanduser(value)))
         _check_range("data.patch_size", self.patch_size, low=8)
         _check_range("data.num_workers", self.num_workers, low=0)
+        _check_range("data.shuffle_buffer", self.shuffle_buffer, low=1)
         if self.val_max_images is not None:
             _check_range("data.val_max_images", self.val_max_images, low=1)
         needs = {
@@ -121,6 +132,7 @@ class DataConfig:
             "synthetic": ("train_dir", "val_dir"),
             "sidd": ("root",),
             "gopro": ("root",),
+            "shards": ("shards",),
         }.get(self.format, ())
         missing = [k for k in needs if getattr(self, k) is None]
         if missing:

@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("train", "info", "config"):
+    for command in ("train", "info", "config", "prepare"):
         assert command in result.output
 
 

@@ -10,7 +10,16 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from nafrestore.data.io import IMAGE_EXTENSIONS, list_images, load_image, read_image, read_image_size, save_image
+from nafrestore.data.io import (
+    IMAGE_EXTENSIONS,
+    decode_png,
+    encode_png,
+    list_images,
+    load_image,
+    read_image,
+    read_image_size,
+    save_image,
+)
 from nafrestore.errors import DataError
 
 
@@ -33,6 +42,16 @@ def test_lossless_round_trip_keeps_levels_exactly(tmp_path, rng, bit_depth, ext)
     assert loaded.bit_depth == bit_depth and loaded.channels == 3 and loaded.alpha is None
     assert loaded.rgb.dtype == np.float32 and loaded.rgb.shape == (64, 48, 3)
     np.testing.assert_array_equal(np.rint(loaded.rgb.astype(np.float64) * peak), levels)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_bytes_round_trip_exactly(rng, dtype):
+    rgb = rng.integers(0, np.iinfo(dtype).max + 1, size=(20, 12, 3)).astype(dtype)
+    data = encode_png(rgb[2:18, 1:11], compression=1)  # a view: the shards store crops of decoded frames
+    np.testing.assert_array_equal(decode_png(data, "x.png"), rgb[2:18, 1:11])
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)[0, 0, 2] == rgb[2, 1, 0]  # RGB order
+    with pytest.raises(DataError, match="sample 7.gt.png is not a readable PNG"):
+        decode_png(data[: len(data) // 2], "sample 7.gt.png")
 
 
 def test_channel_order_is_rgb(tmp_path):

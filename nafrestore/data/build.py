@@ -13,6 +13,7 @@ from ..errors import DataError
 from .datasets import PairedFolderDataset, PairedImageDataset, SIDDValidationDataset, SyntheticDataset, limit_dataset
 from .pairs import folder_images, gopro_pairs, sidd_train_pairs
 from .sample import sample_images, sample_weights
+from .shards import ShardTrainDataset, ShardValDataset
 
 if TYPE_CHECKING:  # the config imports nothing from here at run time either way; this keeps the two apart
     from ..config import DataConfig
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # the config imports nothing from here at run time either way
 __all__ = ["build_datasets", "build_train_dataset", "build_val_dataset"]
 
 
-def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
+def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset | None]:
     """The training and validation datasets described by ``cfg`` (the config's ``data`` section).
 
     ``cfg.format``:
@@ -29,7 +30,9 @@ def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
     * ``folder``: paired folders ``train_lq``/``train_gt`` and ``val_lq``/``val_gt``;
     * ``synthetic``: clean folders ``train_dir`` and ``val_dir`` degraded by ``cfg.degradations``;
     * ``sidd``: SIDD-Medium sRGB under ``root`` (``Data/`` for training, the validation ``.mat`` blocks);
-    * ``gopro``: GoPro under ``root`` (``train/`` for training, ``test/`` for validation).
+    * ``gopro``: GoPro under ``root`` (``train/`` for training, ``test/`` for validation);
+    * ``shards``: the folder ``nafrestore prepare`` wrote (``shards``), streamed (see :mod:`.shards`); validation
+      from its ``val`` shards, none (None) when it has none.
 
     The training set yields random ``cfg.patch_size`` crops with the configured flips/rotations; the validation
     set whole images with names, at most ``cfg.val_max_images`` of them (evenly spaced). ``seed`` fixes the
@@ -38,7 +41,10 @@ def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset]:
     Raises:
         DataError: missing folders or files, or unmatched pairs.
     """
-    return build_train_dataset(cfg, seed=seed), build_val_dataset(cfg, seed=seed)
+    train = build_train_dataset(cfg, seed=seed)
+    if isinstance(train, ShardTrainDataset) and not train.has_validation:
+        return train, None  # the source had no validation images: training runs without validation
+    return train, build_val_dataset(cfg, seed=seed)
 
 
 def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
@@ -59,7 +65,10 @@ def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         return PairedImageDataset(sidd_train_pairs(cfg.root), cache=cfg.cache, **crops)  # type: ignore[arg-type]
     if cfg.format == "gopro":
         return PairedImageDataset(gopro_pairs(cfg.root, "train"), cache=cfg.cache, **crops)  # type: ignore[arg-type]
-    raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd or gopro.")
+    if cfg.format == "shards":
+        folder: str = cfg.shards  # type: ignore[assignment]  # set: the config checks it
+        return ShardTrainDataset(folder, shuffle_buffer=cfg.shuffle_buffer, degradations=cfg.degradations, **crops)
+    raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd, gopro or shards.")
 
 
 def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
@@ -79,6 +88,8 @@ def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         val = SIDDValidationDataset(cfg.root)  # type: ignore[arg-type]
     elif cfg.format == "gopro":
         val = PairedImageDataset(gopro_pairs(cfg.root, "test"), cache=cfg.cache)  # type: ignore[arg-type]
+    elif cfg.format == "shards":
+        val = ShardValDataset(cfg.shards, degradations=cfg.degradations, seed=seed)  # type: ignore[arg-type]
     else:
-        raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd or gopro.")
+        raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd, gopro or shards.")
     return limit_dataset(val, cfg.val_max_images)

@@ -43,8 +43,11 @@ __all__ = [
     "PairedImageDataset",
     "SIDDValidationDataset",
     "SyntheticDataset",
+    "degraded_training_pair",
+    "degraded_validation_pair",
     "item_sizes",
     "limit_dataset",
+    "training_pair",
 ]
 
 #: ``cache="auto"`` keeps decoded images in memory when they take less than this.
@@ -67,6 +70,45 @@ def _decoded_bytes(path: Path) -> int:
     """Estimated bytes of a decoded image (RGB; 2 bytes per sample for formats that can hold 16 bits)."""
     height, width = read_image_size(path)
     return height * width * 3 * (2 if path.suffix.lower() in (".png", ".tif", ".tiff") else 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One sample from decoded images: every dataset (and the shard stream of :mod:`.shards`) makes its items here
+
+
+def training_pair(
+    lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator, *, patch_size: int, flip: bool, rot90: bool
+) -> dict[str, torch.Tensor]:
+    """A training item from a pixel-aligned pair of (H, W, 3) arrays (uint8/uint16/float): the same random
+    ``patch_size`` crop and symmetry of both, as ``{"lq", "gt": (3, P, P) float32 in [0, 1]}``."""
+    lq, gt = random_crop([lq, gt], patch_size, rng)
+    lq, gt = random_dihedral([lq, gt], rng, flip=flip, rot90=rot90)
+    return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
+
+
+def degraded_training_pair(
+    clean: np.ndarray,
+    degrade: Degradation,
+    rng: np.random.Generator,
+    *,
+    patch_size: int,
+    flip: bool,
+    rot90: bool,
+) -> dict[str, torch.Tensor]:
+    """A training item from a clean (H, W, 3) image: a random crop and symmetry, then ``degrade`` with the same
+    generator (cheaper than degrading whole images). ``{"lq", "gt": (3, P, P) float32 in [0, 1]}``."""
+    (crop,) = random_crop([clean], patch_size, rng)
+    (crop,) = random_dihedral([crop], rng, flip=flip, rot90=rot90)
+    gt = to_float(np.ascontiguousarray(crop))
+    return {"lq": to_tensor(degrade(gt, rng)), "gt": to_tensor(gt)}
+
+
+def degraded_validation_pair(clean: np.ndarray, degrade: Degradation, *, name: str, seed: int) -> dict[str, Any]:
+    """A validation item from a whole clean image, degraded with a generator seeded by ``(name, seed)`` (the same
+    in every run and process): ``{"lq", "gt": (3, H, W) float32 in [0, 1], "name": name}``."""
+    gt = to_float(clean)
+    lq = degrade(gt, np.random.default_rng(seed_for(name, seed)))
+    return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": name}
 
 
 class _PairDataset(Dataset):
@@ -198,9 +240,7 @@ class PairedImageDataset(_PairDataset):
         lq, gt = self._load(i)
         if rng is None:
             return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self.names[i]}
-        lq, gt = random_crop([lq, gt], self.patch_size, rng)
-        lq, gt = random_dihedral([lq, gt], rng, flip=self.flip, rot90=self.rot90)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
+        return training_pair(lq, gt, rng, patch_size=self.patch_size, flip=self.flip, rot90=self.rot90)
 
 
 class PairedFolderDataset(PairedImageDataset):
@@ -321,14 +361,10 @@ class SyntheticDataset(_PairDataset):
         i, rng = self._resolve(index)
         clean = self._load(i)
         if rng is None:
-            gt = to_float(clean)
-            lq = self.degrade(gt, np.random.default_rng(seed_for(self.names[i], self.seed)))
-            return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": self.names[i]}
-        (crop,) = random_crop([clean], self.patch_size, rng)
-        (crop,) = random_dihedral([crop], rng, flip=self.flip, rot90=self.rot90)
-        gt = to_float(np.ascontiguousarray(crop))
-        lq = self.degrade(gt, rng)
-        return {"lq": to_tensor(lq), "gt": to_tensor(gt)}
+            return degraded_validation_pair(clean, self.degrade, name=self.names[i], seed=self.seed)
+        return degraded_training_pair(
+            clean, self.degrade, rng, patch_size=self.patch_size, flip=self.flip, rot90=self.rot90
+        )
 
 
 class SIDDValidationDataset(Dataset):

@@ -30,6 +30,8 @@ from ..utils.pixels import from_float, to_float
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LoadedImage",
+    "decode_png",
+    "encode_png",
     "list_images",
     "load_image",
     "load_rgb_integer",
@@ -270,6 +272,36 @@ def load_rgb_integer(path: str | Path) -> np.ndarray:
     (:func:`nafrestore.utils.pixels.to_float`).
     """
     rgb, _, _ = _split(_decode(Path(path)))
+    return rgb
+
+
+def encode_png(rgb: np.ndarray, *, compression: int = 1) -> bytes:
+    """Lossless PNG bytes of an (H, W, 3) uint8 or uint16 RGB array (the samples as they are, 8 or 16 bits).
+
+    ``compression`` is zlib's level, 0-9: higher levels make smaller files more slowly; decoding takes about as
+    long at every level.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png expects (H, W, 3) uint8 or uint16 samples, got {rgb.dtype} {rgb.shape}")
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
+    if not ok:
+        raise DataError(f"OpenCV could not encode a {rgb.shape} {rgb.dtype} array as PNG.")
+    return encoded.tobytes()
+
+
+def decode_png(data: bytes, source: str) -> np.ndarray:
+    """The RGB samples of PNG bytes (as :func:`encode_png` writes them): (H, W, 3) uint8 or uint16, alpha dropped.
+
+    Raises:
+        DataError: the bytes are not a PNG image; the message names ``source`` (where the bytes came from).
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    with _quiet_stderr():
+        array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if array is None or buffer[:8].tobytes() != _PNG_SIGNATURE:
+        raise DataError(f"{source} is not a readable PNG image (empty, truncated or corrupt).")
+    rgb, _, _ = _split(array)
     return rgb
 
 

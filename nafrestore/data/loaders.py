@@ -1,13 +1,15 @@
 """Loaders: training batches that depend only on (seed, rank, epoch), so a resumed run sees what an uninterrupted
 one would; validation batches of one whole image, each image on exactly one process.
 
-:func:`build_train_loader` and :func:`build_val_loader` wrap the datasets of :mod:`.datasets`; :class:`BatchStream`
-turns the training loader into the endless stream of batches the loop counts in steps.
+:func:`build_train_loader` and :func:`build_val_loader` wrap the datasets of :mod:`.datasets` and the shard stream of
+:mod:`.shards`; :class:`BatchStream` turns the training loader into the endless stream of batches the loop counts in
+steps.
 """
 
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..errors import DataError
+from ..errors import DataError, NafrestoreError
 from .degradations import seed_for
+from .shards import ShardTrainDataset
 
 __all__ = ["BatchStream", "TrainSampler", "build_train_loader", "build_val_loader"]
 
@@ -89,9 +92,22 @@ def build_train_loader(
     Batches are a function of (seed, rank, epoch) only (see :class:`TrainSampler`); workers are persistent when
     ``num_workers > 0`` and pinned memory is used when CUDA is available. Each ``iter(loader)`` is a new epoch.
 
+    A :class:`~nafrestore.data.shards.ShardTrainDataset` is split for this process instead (its batches are a
+    function of (seed, rank, epoch, world size, workers, batch size), see :mod:`.shards`), and its workers start
+    afresh each epoch: the epoch (and, resuming, the batches to skip) reach them with the dataset.
+
     Raises:
         DataError: the dataset cannot fill one batch per rank.
     """
+    if isinstance(dataset, ShardTrainDataset):
+        return DataLoader(
+            dataset.split(rank=rank, world_size=world_size, num_workers=num_workers, batch_size=batch_size, seed=seed),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_seed_worker,
+        )
     sampler = TrainSampler(dataset, seed=seed, rank=rank, world_size=world_size)
     if len(sampler) < batch_size:
         raise DataError(
@@ -160,17 +176,40 @@ def _partial_epoch(loader: DataLoader, skip: int) -> DataLoader:
     )
 
 
+def _unwrapped(exc: NafrestoreError) -> NafrestoreError:
+    """The error a DataLoader worker raised, with its own message.
+
+    The loader re-raises a worker's exception in the main process with the worker's whole traceback as the message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); a user error should read as the one
+    paragraph it was written as. The traceback's last line is ``<module>.<class>: <message>``.
+    """
+    text = str(exc)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return exc
+    try:
+        return type(exc)(text.rsplit(marker, 1)[1].strip())
+    except Exception:  # an error class with another constructor: keep it as it came
+        return exc
+
+
 class BatchStream:
     """Endless training batches from a DataLoader, starting at a given step.
 
     Step s is batch ``s % len(loader)`` of epoch ``s // len(loader)``; before each epoch the sampler (and the
     dataset, if it has one) get ``set_epoch(epoch)``. With a sampler whose order and per-sample randomness depend
     only on (seed, rank, epoch), as :func:`nafrestore.data.build_train_loader`'s, the batches are then a function of
-    the step alone: a stream started at step s yields what an uninterrupted one yields from there.
+    the step alone: a stream started at step s yields what an uninterrupted one yields from there. A dataset that
+    streams (an IterableDataset with ``set_skip``, see :mod:`.shards`) skips the consumed batches of the first
+    epoch itself. A user error raised in a loader worker comes out with its own message.
 
     Args:
-        loader: a map-style DataLoader with a batch sampler (``batch_size`` set).
+        loader: a DataLoader with a batch sampler (``batch_size`` set).
         start_step: batches already consumed (the resumed step).
+
+    Attributes:
+        order_settings: for a streaming dataset, the settings its order depends on beyond the step (its
+            ``order_settings()``, for the checkpoint; see :func:`.shards.check_data_order`); None otherwise.
     """
 
     def __init__(self, loader: DataLoader, start_step: int = 0) -> None:
@@ -181,13 +220,27 @@ class BatchStream:
         if self.per_epoch == 0:
             raise ValueError("the training loader yields no batches")
         self.position = int(start_step)
+        settings = getattr(loader.dataset, "order_settings", None)
+        self.order_settings: dict[str, Any] | None = settings() if settings is not None else None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, skip = divmod(self.position, self.per_epoch)
         while True:
             _set_epoch(self.loader, epoch)
-            source = _partial_epoch(self.loader, skip) if skip else self.loader
-            for batch in source:
-                self.position += 1
-                yield batch
+            source = self.loader
+            if skip and hasattr(self.loader.dataset, "set_skip"):
+                self.loader.dataset.set_skip(skip)
+            elif skip:
+                source = _partial_epoch(self.loader, skip)
+            try:
+                for batch in source:
+                    self.position += 1
+                    yield batch
+            except NafrestoreError as exc:
+                error = _unwrapped(exc)
+                if error is not exc:
+                    # The loader's frames in the worker error's traceback form a reference cycle with it, which would
+                    # keep the loader's iterator, and its worker processes, until a garbage collection happens to run.
+                    traceback.clear_frames(exc.__traceback__)
+                raise error from None
             epoch, skip = epoch + 1, 0

@@ -87,8 +87,10 @@ def match_pairs(
     return [(name, lq[name], gt[name]) for name in sorted(lq)]
 
 
-def sidd_train_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
+def sidd_train_pairs(root: str | Path, key: str = "data.root") -> list[tuple[str, Path, Path]]:
     """The SIDD-Medium sRGB training pairs: ``ROOT/Data/<scene>/NOISY_SRGB_<n>.PNG`` with ``GT_SRGB_<n>.PNG``.
+
+    ``key`` names the option or config key that gave ``root``, for error messages.
 
     Returns:
         ``[("<scene>/<n>", noisy_path, gt_path), ...]`` sorted by name.
@@ -96,7 +98,7 @@ def sidd_train_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
     data = Path(root) / "Data"
     if not data.is_dir():
         raise DataError(
-            f"SIDD training folder {data} does not exist. data.root must be the SIDD-Medium sRGB folder holding "
+            f"SIDD training folder {data} does not exist. {key} must be the SIDD-Medium sRGB folder holding "
             "Data/<scene>/NOISY_SRGB_*.PNG and GT_SRGB_*.PNG (plus the validation .mat files)."
         )
     pairs: list[tuple[str, Path, Path]] = []
@@ -119,12 +121,13 @@ def sidd_train_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
             "Re-extract the dataset."
         )
     if not pairs:
-        raise DataError(f"No NOISY_SRGB_*.PNG images found under {data}. Is data.root the SIDD-Medium sRGB folder?")
+        raise DataError(f"No NOISY_SRGB_*.PNG images found under {data}. Is {key} the SIDD-Medium sRGB folder?")
     return sorted(pairs)
 
 
-def gopro_pairs(root: str | Path, split: str) -> list[tuple[str, Path, Path]]:
-    """The GoPro pairs of a split: ``ROOT/<split>/<sequence>/blur/*.png`` with ``.../sharp/*.png``.
+def gopro_pairs(root: str | Path, split: str, key: str = "data.root") -> list[tuple[str, Path, Path]]:
+    """The GoPro pairs of a split: ``ROOT/<split>/<sequence>/blur/*.png`` with ``.../sharp/*.png`` (``key``: the
+    option or config key that gave ``root``, for error messages).
 
     Returns:
         ``[("<sequence>/<stem>", blur_path, sharp_path), ...]`` sorted by name.
@@ -132,7 +135,7 @@ def gopro_pairs(root: str | Path, split: str) -> list[tuple[str, Path, Path]]:
     folder = Path(root) / split
     if not folder.is_dir():
         raise DataError(
-            f"GoPro {split} folder {folder} does not exist. data.root must hold train/ and test/, each with "
+            f"GoPro {split} folder {folder} does not exist. {key} must hold train/ and test/, each with "
             "<sequence>/blur/*.png and <sequence>/sharp/*.png."
         )
     sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))

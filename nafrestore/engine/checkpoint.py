@@ -20,6 +20,10 @@ Layout (``format_version`` 1)::
     elapsed_s          float, training wall-clock seconds so far (drives a time-budget schedule)
     rng                {"torch": uint8 tensor, "cuda": [uint8 tensors], "numpy": {...}, "python": {...}} of rank 0,
                        plus "ranks": [one such dict per rank] for multi-process runs (None in best.pt)
+    data_order         dict | None, what the training data order depends on besides the seed and the step, by
+                       setting (``data.format: shards``: processes, data.num_workers, train.batch_size, run.seed,
+                       data.shards; see :func:`nafrestore.data.check_data_order`); None for the other formats and
+                       in best.pt. Absent from older checkpoints.
 
 ``last.pt`` holds the raw weights in ``model`` (and the EMA in ``ema``): everything needed to resume. ``best.pt``
 holds the weights validation scored, i.e. the EMA weights when EMA is on, in ``model``; it carries no optimizer
@@ -142,6 +146,7 @@ def make_checkpoint(
     best_step: int | None = None,
     elapsed_s: float = 0.0,
     rng: Mapping[str, Any] | None = None,
+    data_order: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict documented at the top of this module from plain parts."""
     from .. import __version__
@@ -164,6 +169,7 @@ def make_checkpoint(
         "best_step": None if best_step is None else int(best_step),
         "elapsed_s": float(elapsed_s),
         "rng": None if rng is None else dict(rng),
+        "data_order": None if data_order is None else to_plain(dict(data_order)),
     }
 
 

@@ -7,7 +7,8 @@ logging, stopping), then the loop itself (:func:`_loop`) and :func:`train`. One 
 Resuming is exact for iteration-based runs: on the CPU with a fixed seed, a run interrupted at any step and
 resumed reaches the same weights as an uninterrupted one. The checkpoint restores the model, optimizer, schedule,
 gradient scaler, EMA, step, best score and every random state, and :class:`~nafrestore.data.BatchStream` restores
-the data position (training batches are a function of (seed, rank, epoch) only). A run with
+the data position (training batches are a function of (seed, rank, epoch) only; for shards also of the process
+and worker counts and the batch size, which the checkpoint stores and a resume must keep). A run with
 ``train.time_budget_min`` schedules by elapsed time and is not reproducible across a resume.
 
 Multi-process training: launched by ``torchrun``, each process trains on its shard of every batch (``batch_size``
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Config, config_to_dict, dump_config
-from ..data import BatchStream
+from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
 from ..utils.files import atomic_write, remove_stale_temporaries
 from . import distributed as du
@@ -145,6 +146,9 @@ def _setup(
     optimizer, scheduler, scaler, precision = build_optimization(cfg, raw, device, ckpt)
     step = int(ckpt["step"]) if ckpt is not None else 0
     loader, val_loader = build_loaders(cfg, info, datasets)
+    batches = BatchStream(loader, start_step=step)
+    if ckpt is not None:
+        check_data_order(ckpt.get("data_order"), batches.order_settings, str(ckpt_path))
     state = TrainState(
         cfg=cfg,
         info=info,
@@ -157,7 +161,7 @@ def _setup(
         scheduler=scheduler,
         scaler=scaler,
         loss_fn=build_loss([(t.name, t.weight) for t in cfg.train.loss]).to(device),
-        batches=BatchStream(loader, start_step=step),
+        batches=batches,
         val_loader=val_loader,
         suite=build_val_suite(cfg, device) if val_loader is not None else None,
         log=RunLogger(
@@ -414,6 +418,7 @@ def _save_last(s: TrainState) -> None:
                 scheduler=s.scheduler.state_dict(),
                 scaler=s.scaler.state_dict(),
                 rng=rng,
+                data_order=s.batches.order_settings,
             )
             save_checkpoint(ckpt, s.ckpt_dir / "last.pt")
         du.barrier()
