@@ -562,7 +562,8 @@ class CameraNoise(Degradation):
         raw = mosaic(linear, pattern)
         noise = np.zeros_like(raw)
         if shot > 0 or read > 0:
-            noise = rng.standard_normal(raw.shape, dtype=np.float32) * np.sqrt(raw * np.float32(shot) + np.float32(read))
+            std = np.sqrt(raw * np.float32(shot) + np.float32(read))
+            noise = rng.standard_normal(raw.shape, dtype=np.float32) * std
         if self.pipeline_error:
             out = process(raw + noise, params, pattern)[m:-m, m:-m]
         else:
