@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from nafrestore.cli import app
 from nafrestore.data.io import load_image
 from nafrestore.inference import fold_for_inference, restore
+from nafrestore.inference import precision as precision_module
 from nafrestore.models import create_model
 
 runner = CliRunner()
@@ -303,3 +304,20 @@ def test_strength_blends_the_restored_image_with_the_input(tmp_path, ckpt, model
     result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "x"), "--ckpt", str(ckpt),
                                  "--strength", "1.5"])  # fmt: skip
     assert result.exit_code == 2 and "--strength" in result.output
+
+
+def test_infer_says_which_precision_auto_chose(tmp_path, ckpt, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((20, 20, 3), 128, np.uint8))
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    result = infer(str(folder), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt))
+    assert result.exit_code == 0, result.output
+    assert "precision fp32 (auto: this CPU has no native bf16)" in result.output
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "measure_bf16", lambda *a, **k: (1.9, 57.0))
+    result = infer(str(folder), "-o", str(tmp_path / "o2"), "--ckpt", str(ckpt))
+    assert result.exit_code == 0, result.output
+    assert "precision bf16 (auto: bf16 x1.90 the speed of fp32 at 57.0 dB" in result.output
+    forced = infer(str(folder), "-o", str(tmp_path / "o3"), "--ckpt", str(ckpt), "--precision", "fp32")
+    assert forced.exit_code == 0 and "auto" not in forced.output
