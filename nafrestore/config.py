@@ -54,7 +54,12 @@ class ModelConfig:
         "a pretrained model's name (`nafrestore models`; downloaded once), a checkpoint or weights file, or a run "
         "directory (its best.pt). Not used when resuming. A relative path is stored absolute.",
     )
-    args: dict[str, Any] = _field({}, "Model keyword arguments (written in the YAML as siblings of `name`).")
+    args: dict[str, Any] = _field(
+        {},
+        "Model keyword arguments (written in the YAML as siblings of `name`), checked against the model's "
+        "signature: e.g. `width`, `enc_blocks`, and for `lka_nafnet` `attention` (`lka` or `lska`) and "
+        "`kernel_size` (the equivalent large kernel of either attention: 7, 11, 23, 35, 41, 53 or 65; default 23).",
+    )
 
     def __post_init__(self) -> None:
         # A path (not a registry name) is taken from the working directory now, like the data paths.

@@ -42,6 +42,17 @@ def test_info_on_the_lska_preset_prints_its_counts():
     assert "'attention': 'lska', 'kernel_size': 23" in result.output
 
 
+def test_info_on_an_lka_config_with_kernel_53(tmp_path):
+    # lka-nafnet-w12 with LKA at k = 53: 5x5, then 17x17 dilation 3; 240 more weights per channel of the 276 LKABlock
+    # channels (12 + 3 * 24 + 4 * 48) than at 23 (5x5 + 7x7).
+    text = (CONFIGS / "lka-nafnet-w12.yaml").read_text()
+    text = text.replace("  drop_path_rate: 0.0\n", "  drop_path_rate: 0.0\n  attention: lka\n  kernel_size: 53\n")
+    (tmp_path / "lka53.yaml").write_text(text)
+    result = runner.invoke(app, ["info", str(tmp_path / "lka53.yaml"), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert f"{444_927 + 240 * 276:,}" in result.output and "'attention': 'lka', 'kernel_size': 53" in result.output
+
+
 def test_info_on_a_checkpoint(tmp_path):
     args = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
     model = create_model("nafnet", **args)

@@ -58,18 +58,9 @@ def ckpt(tmp_path_factory, tlc_model):
 
 SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
 
-# The same network with LSKA attention (kernel 35: dilated 1 x 11 / 11 x 1 convs, wider than the 23-px test image).
-LSKA_ARGS = dict(ARGS, attention="lska", kernel_size=35)
-
-
-@pytest.fixture(scope="module")
-def lska_model() -> torch.nn.Module:
-    return randomized(TLC, LSKA_ARGS)
-
-
-@pytest.fixture(scope="module")
-def lska_ckpt(tmp_path_factory, lska_model):
-    return save_tlc_checkpoint(tmp_path_factory.mktemp("ckpt") / "lska.pt", lska_model, LSKA_ARGS)
+# The same network with larger kernels: LSKA 35 (dilated 1 x 11 / 11 x 1 convs, wider than the 23-px test image)
+# and LKA 53 (5 x 5, then 17 x 17 with dilation 3: a 53-px window on 23- to 61-px images).
+LARGE_KERNEL_ARGS = [dict(ARGS, attention="lska", kernel_size=35), dict(ARGS, attention="lka", kernel_size=53)]
 
 
 def test_onnx_matches_torch_at_two_sizes(tmp_path, ckpt, tlc_model):
@@ -115,26 +106,29 @@ def test_torchscript_has_dynamic_size(tmp_path, ckpt, tlc_model):
             assert torch.allclose(scripted(x), tlc_model(x), atol=1e-4)
 
 
-def test_lska_onnx_and_torchscript_match_torch(tmp_path, lska_ckpt, lska_model):
+@pytest.mark.parametrize("args", LARGE_KERNEL_ARGS, ids=lambda a: f"{a['attention']}{a['kernel_size']}")
+def test_large_kernel_onnx_and_torchscript_match_torch(tmp_path, args):
     import onnxruntime as ort
 
-    onnx_path = export_model(lska_ckpt, tmp_path / "lska.onnx", format="onnx")
+    model = randomized(TLC, args)
+    ckpt = save_tlc_checkpoint(tmp_path / "large-kernel.pt", model, args)
+    onnx_path = export_model(ckpt, tmp_path / "m.onnx", format="onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ts_path = export_model(lska_ckpt, tmp_path / "lska.pt", format="torchscript")
+    ts_path = export_model(ckpt, tmp_path / "m.ts", format="torchscript")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x
         scripted = torch.jit.load(str(ts_path))
     for h, w in SIZES:
         x = torch.rand(2, 3, h, w)
         with torch.inference_mode():
-            want = lska_model(x)
+            want = model(x)
             got_ts = scripted(x)
         got_onnx = session.run(None, {"input": x.numpy()})[0]
         assert got_onnx.shape == tuple(want.shape)
         assert np.abs(got_onnx - want.numpy()).max() < 1e-4
         assert torch.allclose(got_ts, want, atol=1e-4)
-    stored = read_checkpoint(export_model(lska_ckpt, tmp_path / "lska.safetensors", format="safetensors"))
-    assert stored["model_args"] == LSKA_ARGS
+    stored = read_checkpoint(export_model(ckpt, tmp_path / "m.safetensors", format="safetensors"))
+    assert stored["model_args"] == args
 
 
 def test_export_options_and_errors(tmp_path, ckpt):

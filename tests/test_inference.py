@@ -15,7 +15,7 @@ from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import FoldedLayerNorm2d, prefer_channels_last
 from nafrestore.inference.tiling import auto_tile, forward, tile_starts, tile_weights
 from nafrestore.models import create_model
-from nafrestore.models.layers import LargeSeparableKernelAttention, LayerNorm2d
+from nafrestore.models.layers import LargeKernelAttention, LargeSeparableKernelAttention, LayerNorm2d
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 
 TINY = {
@@ -83,13 +83,14 @@ def test_folded_model_equals_unfolded(name, tlc, channels_last):
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
 
 
-@pytest.mark.parametrize("kernel_size", [23, 65])
+@pytest.mark.parametrize(("attention", "kernel_size"), [("lska", 23), ("lska", 65), ("lka", 35), ("lka", 53)])
 @pytest.mark.parametrize("tlc", [None, 16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_folded_lska_model_equals_unfolded(kernel_size, tlc, channels_last):
-    model = randomized("lka_nafnet", tlc=tlc, attention="lska", kernel_size=kernel_size)
+def test_folded_large_kernel_model_equals_unfolded(attention, kernel_size, tlc, channels_last):
+    model = randomized("lka_nafnet", tlc=tlc, attention=attention, kernel_size=kernel_size)
     folded = fold_for_inference(model, channels_last=channels_last)
-    units = [m for m in folded.modules() if isinstance(m, LargeSeparableKernelAttention)]
+    cls = LargeKernelAttention if attention == "lka" else LargeSeparableKernelAttention
+    units = [m for m in folded.modules() if isinstance(m, cls)]
     assert len(units) == 2 and all(u.kernel_size == kernel_size for u in units)
     x = torch.rand(2, 3, 37, 30)
     with torch.inference_mode():

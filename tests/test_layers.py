@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from nafrestore.models.layers import (
-    LSKA_KERNELS,
+    LARGE_KERNELS,
     DropPath,
+    KernelSize,
     LargeKernelAttention,
     LargeSeparableKernelAttention,
     LayerNorm2d,
     LayerNorm2dFunction,
     LayerScale,
     LocalAvgPool2d,
-    LSKAKernelSize,
     SimpleGate,
     layer_norm_2d_plain,
 )
@@ -93,25 +93,38 @@ def test_lka_receptive_field_is_23_pixels():
     assert (cols.min().item(), cols.max().item()) == (9, 31)
 
 
-def test_lska_kernel_table_follows_the_paper_rule():
+def test_large_kernel_table_follows_the_paper_rule():
     # The official LSKA code's table (7 ... 53) and its rule: dilation d, local kernel 2d - 1, dilated kernel k // d.
-    assert typing.get_args(LSKAKernelSize) == tuple(LSKA_KERNELS)  # the config checks the Literal
-    assert LSKA_KERNELS[7] == (3, 3, 2) and LSKA_KERNELS[11] == (3, 5, 2) and LSKA_KERNELS[23] == (5, 7, 3)
-    assert LSKA_KERNELS[35] == (5, 11, 3) and LSKA_KERNELS[53] == (5, 17, 3) and LSKA_KERNELS[65] == (5, 21, 3)
-    for k, (local, dilated, d) in LSKA_KERNELS.items():
+    assert typing.get_args(KernelSize) == tuple(LARGE_KERNELS)  # the config checks the Literal
+    assert LARGE_KERNELS[7] == (3, 3, 2) and LARGE_KERNELS[11] == (3, 5, 2) and LARGE_KERNELS[23] == (5, 7, 3)
+    assert LARGE_KERNELS[35] == (5, 11, 3) and LARGE_KERNELS[53] == (5, 17, 3) and LARGE_KERNELS[65] == (5, 21, 3)
+    for k, (local, dilated, d) in LARGE_KERNELS.items():
         assert local == 2 * d - 1 and dilated == k // d, k
 
 
-@pytest.mark.parametrize("k", list(LSKA_KERNELS))
-def test_lska_keeps_the_size_and_its_receptive_field_is_k(k):
+def test_lka_default_is_vans_module():
+    # kernel_size 23 (the default) keeps VAN's names, shapes, padding and dilation: old checkpoints load as they are.
+    lka = LargeKernelAttention(4)
+    assert lka.kernel_size == 23
+    shapes = {n: tuple(p.shape) for n, p in lka.named_parameters()}
+    assert shapes == {n: tuple(p.shape) for n, p in LargeKernelAttention(4, 23).named_parameters()}
+    assert shapes["conv0.weight"] == (4, 1, 5, 5) and shapes["conv_spatial.weight"] == (4, 1, 7, 7)
+    assert list(shapes) == ["conv0.weight", "conv0.bias", "conv_spatial.weight", "conv_spatial.bias",
+                            "conv1.weight", "conv1.bias"]  # fmt: skip
+    assert (lka.conv0.padding, lka.conv_spatial.padding, lka.conv_spatial.dilation) == ((2, 2), (9, 9), (3, 3))
+
+
+@pytest.mark.parametrize("cls", [LargeKernelAttention, LargeSeparableKernelAttention])
+@pytest.mark.parametrize("k", list(LARGE_KERNELS))
+def test_large_kernel_attention_keeps_the_size_and_its_receptive_field_is_k(cls, k):
     # local radius (l-1)/2 plus dilated radius d(m-1)/2 = (k-1)/2: the centre output sees exactly a k x k window.
     torch.manual_seed(0)
-    lska = LargeSeparableKernelAttention(2, k).double()
+    attn = cls(2, k).double()
     n = k + 10  # odd, so the centre is a pixel
     x = torch.randn(1, 2, n, n, dtype=torch.float64, requires_grad=True)
-    out = lska(x)
+    out = attn(x)
     assert out.shape == x.shape
-    assert lska(torch.randn(1, 2, 9, 4, dtype=torch.float64)).shape == (1, 2, 9, 4)  # smaller than the kernel
+    assert attn(torch.randn(1, 2, 9, 4, dtype=torch.float64)).shape == (1, 2, 9, 4)  # smaller than the kernel
     (grad,) = torch.autograd.grad(out[0, :, n // 2, n // 2].sum(), x)
     rows, cols = grad.abs().sum(1)[0].nonzero(as_tuple=True)
     lo, hi = n // 2 - (k - 1) // 2, n // 2 + (k - 1) // 2
@@ -120,10 +133,22 @@ def test_lska_keeps_the_size_and_its_receptive_field_is_k(k):
     assert len(rows) == k * k  # the whole window, no holes between the dilated taps
 
 
-@pytest.mark.parametrize("k", list(LSKA_KERNELS))
+@pytest.mark.parametrize("k", list(LARGE_KERNELS))
+def test_lka_parameter_count_per_layer(k):
+    c = 6
+    local, dilated, dilation = LARGE_KERNELS[k]
+    lka = LargeKernelAttention(c, k)
+    expected = (c * local**2 + c) + (c * dilated**2 + c) + (c * c + c)  # two 2-D depthwise convs and the 1x1
+    assert sum(p.numel() for p in lka.parameters()) == expected
+    assert tuple(lka.conv0.weight.shape) == (c, 1, local, local)
+    assert tuple(lka.conv_spatial.weight.shape) == (c, 1, dilated, dilated)
+    assert lka.conv_spatial.dilation == (dilation, dilation)
+
+
+@pytest.mark.parametrize("k", list(LARGE_KERNELS))
 def test_lska_parameter_count_per_layer(k):
     c = 6
-    local, dilated, _ = LSKA_KERNELS[k]
+    local, dilated, _ = LARGE_KERNELS[k]
 
     def depthwise_1d(size: int) -> int:  # a 1 x size (or size x 1) depthwise conv with bias
         return c * size + c
@@ -137,12 +162,13 @@ def test_lska_parameter_count_per_layer(k):
     assert shapes["conv1.weight"] == (c, c, 1, 1)
 
 
-def test_lska_23_with_rank_one_kernels_equals_lka():
-    # LSKA(23) is the separable form of VAN's LKA: with LKA's 2-D kernels set to outer products v h^T (and the
-    # biases of the horizontal convs zero) the two agree everywhere, borders included (both zero-pad).
+@pytest.mark.parametrize("k", list(LARGE_KERNELS))
+def test_lska_with_rank_one_kernels_equals_lka(k):
+    # LSKA(k) is the separable form of LKA(k) (LSKA(23) of VAN's LKA): with LKA's 2-D kernels set to outer products
+    # v h^T (and the biases of the horizontal convs zero) the two agree everywhere, borders included (both zero-pad).
     torch.manual_seed(0)
     c = 3
-    lka, lska = LargeKernelAttention(c).double(), LargeSeparableKernelAttention(c, 23).double()
+    lka, lska = LargeKernelAttention(c, k).double(), LargeSeparableKernelAttention(c, k).double()
     with torch.no_grad():
         for conv2d, (conv_h, conv_v) in [
             (lka.conv0, (lska.conv0h, lska.conv0v)),
@@ -157,10 +183,11 @@ def test_lska_23_with_rank_one_kernels_equals_lka():
     torch.testing.assert_close(lska(x), lka(x), rtol=1e-10, atol=1e-10)
 
 
-def test_lska_rejects_unsupported_kernel_sizes():
-    for bad in (21, 5, 0, 64):
+@pytest.mark.parametrize("cls", [LargeKernelAttention, LargeSeparableKernelAttention])
+def test_large_kernel_attention_rejects_unsupported_kernel_sizes(cls):
+    for bad in (21, 5, 0, 64, True):
         with pytest.raises(ValueError, match=r"kernel_size must be one of 7, 11, 23, 35, 41, 53, 65; got"):
-            LargeSeparableKernelAttention(4, bad)
+            cls(4, bad)
 
 
 def test_drop_path_is_identity_in_eval_and_keeps_expectation_in_training():

@@ -1,4 +1,5 @@
-"""NAFNet and LKA-NAFNet (LKA and LSKA attention): official layout and counts, shapes, gradients, TLC, loading."""
+"""NAFNet and LKA-NAFNet (LKA and LSKA attention, any kernel size): official layout and counts, shapes, gradients,
+TLC, loading."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from nafrestore.config import load_config
 from nafrestore.errors import CheckpointError, ConfigError
 from nafrestore.models import create_model, list_models
-from nafrestore.models.layers import LSKA_KERNELS, LargeKernelAttention, LargeSeparableKernelAttention
+from nafrestore.models.layers import LARGE_KERNELS, LargeKernelAttention, LargeSeparableKernelAttention
 from nafrestore.models.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 from nafrestore.summary import count_macs
@@ -22,6 +23,8 @@ TINY = {
     "lka_nafnet": dict(width=4, enc_blocks=[1, 1], middle_blocks=0, dec_blocks=[1, 0]),
 }
 LSKA = dict(attention="lska", kernel_size=23)
+# Attention settings the shape test covers: LSKA smallest / default / largest, LKA beyond 23.
+LARGE_KERNEL_CASES = [("lska", 7), ("lska", 23), ("lska", 65), ("lka", 35), ("lka", 53)]
 
 
 def randomize_scales(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -177,8 +180,9 @@ GOLDEN_PIXEL = [-0.6106347441673279, -0.7641499638557434, -0.16111886501312256]
 
 def test_lka_is_the_default_and_its_state_dict_keys_are_unchanged():
     default = create_model("lka_nafnet", **TINY["lka_nafnet"])
-    explicit = create_model("lka_nafnet", attention="lka", **TINY["lka_nafnet"])
+    explicit = create_model("lka_nafnet", attention="lka", kernel_size=23, **TINY["lka_nafnet"])
     sd = default.state_dict()
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in explicit.state_dict().items()}
     assert list(sd) == list(explicit.state_dict())
     assert tuple(sd["encoders.0.0.attn.spatial_gating_unit.conv0.weight"].shape) == (4, 1, 5, 5)
     assert tuple(sd["encoders.1.0.attn.spatial_gating_unit.conv_spatial.weight"].shape) == (8, 1, 7, 7)
@@ -191,11 +195,11 @@ def test_lka_is_the_default_and_its_state_dict_keys_are_unchanged():
     assert outside == [k for k in lska if ".spatial_gating_unit." not in k]
 
 
-@pytest.mark.parametrize("kernel_size", [7, 23, 65])
+@pytest.mark.parametrize(("attention", "kernel_size"), LARGE_KERNEL_CASES)
 @pytest.mark.parametrize(("channels", "size"), [(3, (37, 53)), (1, (17, 9)), (3, (1, 5))])
-def test_lska_output_shape_equals_input_shape(kernel_size, channels, size):
+def test_large_kernel_output_shape_equals_input_shape(attention, kernel_size, channels, size):
     model = create_model(
-        "lka_nafnet", in_channels=channels, attention="lska", kernel_size=kernel_size, **TINY["lka_nafnet"]
+        "lka_nafnet", in_channels=channels, attention=attention, kernel_size=kernel_size, **TINY["lka_nafnet"]
     )
     x = torch.rand(2, channels, *size)
     assert model(x).shape == x.shape
@@ -244,28 +248,50 @@ def test_lska_parameter_count_at_23_is_hand_derived():
     assert [sum(p.numel() for p in u.parameters()) for u in units] == [lska_unit(c) for c in channels]
 
 
-def test_lska_macs_are_hand_derived():
-    # Depthwise MACs per pixel and channel: LKA 5*5 + 7*7 = 74; LSKA(23) 5 + 5 + 7 + 7 = 24; everything else equal.
-    lka = create_model("lka_nafnet", **TINY["lka_nafnet"])
-    lska = create_model("lka_nafnet", **TINY["lka_nafnet"], **LSKA)
+@pytest.mark.parametrize("k", [23, 35, 53])
+def test_lka_and_lska_macs_are_hand_derived(k):
+    # Depthwise MACs per pixel and channel: LKA l*l + m*m (23: 5*5 + 7*7 = 74), LSKA 2l + 2m (23: 24); the rest equal.
+    local, dilated, _ = LARGE_KERNELS[k]
+    lka = create_model("lka_nafnet", **TINY["lka_nafnet"], attention="lka", kernel_size=k)
+    lska = create_model("lka_nafnet", **TINY["lka_nafnet"], attention="lska", kernel_size=k)
+    lka23 = create_model("lka_nafnet", **TINY["lka_nafnet"])
     size = 32
     pixels_times_channels = 4 * size**2 + 8 * (size // 2) ** 2  # one LKABlock at width 4 (full size), one at 8 (half)
-    assert count_macs(lka, size) - count_macs(lska, size) == (74 - 24) * pixels_times_channels
+    lka_dw, lska_dw = local**2 + dilated**2, 2 * local + 2 * dilated
+    assert count_macs(lka, size) - count_macs(lska, size) == (lka_dw - lska_dw) * pixels_times_channels
+    assert count_macs(lka, size) - count_macs(lka23, size) == (lka_dw - 74) * pixels_times_channels
 
 
-def test_lska_config_with_kernel_35_loads_and_builds(tmp_path):
-    path = tmp_path / "lska.yaml"
+@pytest.mark.parametrize("k", [23, 35, 53])
+def test_lka_and_lska_parameter_counts_at_w12_are_hand_derived(k):
+    # Only the gating units' depthwise convs differ from lka-nafnet-w12 (LKA 23: 25 + 49 weights and 2 biases per
+    # channel): LKA l*l + m*m weights and 2 biases, LSKA 2l + 2m weights and 4 biases.
+    local, dilated, _ = LARGE_KERNELS[k]
+    channels = [12] * 1 + [24] * 3 + [48] * 4  # LKABlocks [1, 3, 4, 0] at width 12, 24, 48
+    for attention, per_channel in (("lka", local**2 + dilated**2 + 2), ("lska", 2 * local + 2 * dilated + 4)):
+        cfg = load_config(CONFIGS / "lka-nafnet-w12.yaml", [f"model.attention={attention}", f"model.kernel_size={k}"])
+        model = build_model(cfg.model.name, cfg.model.args)
+        expected = 444_927 + (per_channel - 76) * sum(channels)
+        assert sum(p.numel() for p in model.parameters()) == expected, attention
+
+
+@pytest.mark.parametrize(
+    ("attention", "spatial", "shape"),
+    [("lska", "conv_spatial_h", (16, 1, 1, 11)), ("lka", "conv_spatial", (16, 1, 11, 11))],
+)
+def test_config_with_kernel_35_loads_and_builds(tmp_path, attention, spatial, shape):
+    path = tmp_path / "k35.yaml"
     path.write_text(
         "model:\n  name: lka_nafnet\n  width: 8\n  enc_blocks: [1, 1]\n  middle_blocks: 0\n"
-        "  dec_blocks: [1, 0]\n  attention: lska\n  kernel_size: 35\n"
+        f"  dec_blocks: [1, 0]\n  attention: {attention}\n  kernel_size: 35\n"
     )
     cfg = load_config(path)
-    assert cfg.model.args["attention"] == "lska" and cfg.model.args["kernel_size"] == 35
+    assert cfg.model.args["attention"] == attention and cfg.model.args["kernel_size"] == 35
     model = build_model(cfg.model.name, cfg.model.args)
     units = [b.attn.spatial_gating_unit for e in model.encoders for b in e]
     assert len(units) == 2 and all(u.kernel_size == 35 for u in units)
-    assert tuple(units[1].conv_spatial_h.weight.shape) == (16, 1, 1, 11)  # 35 = 5 local + 11 dilated (d = 3)
-    assert units[1].conv_spatial_h.dilation == (3, 3)
+    assert tuple(getattr(units[1], spatial).weight.shape) == shape  # 35 = 5 local + 11 dilated (d = 3)
+    assert getattr(units[1], spatial).dilation == (3, 3)
     x = torch.rand(1, 3, 33, 40)
     with torch.no_grad():
         assert model.eval()(x).shape == x.shape
@@ -282,17 +308,20 @@ def test_bad_attention_settings_give_clear_errors(tmp_path):
         create_model("lka_nafnet", attention="lska", kernel_size=21)
     with pytest.raises(ValueError, match=r"attention must be one of 'lka', 'lska'; got 'lsk'"):
         create_model("lka_nafnet", attention="lsk")
-    # A kernel size without attention: lska would silently build LKA; it is refused, even without LKABlocks.
-    with pytest.raises(ValueError, match=r"kernel_size \(35\) applies to attention='lska' only"):
-        create_model("lka_nafnet", kernel_size=35, enc_blocks=[0], middle_blocks=0, dec_blocks=[0])
-    with pytest.raises(ValueError, match="applies to attention='lska' only"):
-        LKABlock(8, kernel_size=23)
-    assert sorted(LSKA_KERNELS) == [7, 11, 23, 35, 41, 53, 65]
+    # The kernel size applies to LKA too, and is checked the same way, even without LKABlocks.
+    with pytest.raises(ValueError, match=r"kernel_size must be one of 7, 11, 23, 35, 41, 53, 65; got 21"):
+        create_model("lka_nafnet", kernel_size=21, enc_blocks=[0], middle_blocks=0, dec_blocks=[0])
+    with pytest.raises(ConfigError, match=r"model.kernel_size .* must be 7 \| 11 \| 23 \| 35"):
+        load_config(None, ["model.attention=lka", "model.kernel_size=21"])
+    assert isinstance(LKABlock(8, kernel_size=35).attn.spatial_gating_unit, LargeKernelAttention)
+    assert sorted(LARGE_KERNELS) == [7, 11, 23, 35, 41, 53, 65]
 
 
-def test_lska_tlc_equals_plain_model_below_its_window_and_differs_above():
+@pytest.mark.parametrize(("attention", "kernel_size"), [("lska", 23), ("lka", 35), ("lka", 53)])
+def test_large_kernel_tlc_equals_plain_model_below_its_window_and_differs_above(attention, kernel_size):
     torch.manual_seed(0)
-    args = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1], **LSKA)
+    args = dict(width=4, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+    args.update(attention=attention, kernel_size=kernel_size)
     plain = randomize_scales(create_model("lka_nafnet", **args)).eval()
     local = create_model("lka_nafnet", tlc_train_size=16, **args).eval()
     local.load_state_dict(plain.state_dict())
@@ -305,16 +334,19 @@ def test_lska_tlc_equals_plain_model_below_its_window_and_differs_above():
         assert (local(large) - plain(large)).abs().max() > 1e-4
 
 
-def test_lska_checkpoint_round_trips_and_does_not_load_into_lka(tmp_path):
-    args = {**TINY["lka_nafnet"], **LSKA}
+@pytest.mark.parametrize(
+    ("attention", "kernel_size", "error"), [("lska", 23, "missing"), ("lka", 35, "shape mismatch")]
+)
+def test_large_kernel_checkpoint_round_trips_and_does_not_load_into_lka_23(tmp_path, attention, kernel_size, error):
+    args = {**TINY["lka_nafnet"], "attention": attention, "kernel_size": kernel_size}
     src = randomize_scales(create_model("lka_nafnet", **args)).eval()
-    path = tmp_path / "lska.pt"
+    path = tmp_path / "large-kernel.pt"
     torch.save({"format_version": 1, "model_name": "lka_nafnet", "model_args": args, "model": src.state_dict()}, path)
     dst = load_spec(path).build()
     x = torch.rand(1, 3, 19, 22)
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match=error):
         load_weights(create_model("lka_nafnet", **TINY["lka_nafnet"]), state_dict_from(read_checkpoint(path)), "w")
 
 

@@ -4,7 +4,8 @@
 - SimpleGate and SimplifiedChannelAttention (NAFNet, Chen et al. 2022, arXiv:2204.04676), the latter with the
   test-time local converter (TLC, Chu et al. 2022, arXiv:2112.04491).
 - LargeKernelAttention (VAN, Guo et al. 2022, arXiv:2202.09741), its separable variant
-  LargeSeparableKernelAttention (LSKA, Lau et al. 2024, arXiv:2309.01439), DropPath and LayerScale.
+  LargeSeparableKernelAttention (LSKA, Lau et al. 2024, arXiv:2309.01439), both of any equivalent kernel size in
+  LARGE_KERNELS (one decomposition table), DropPath and LayerScale.
 """
 
 from __future__ import annotations
@@ -164,27 +165,12 @@ class SimplifiedChannelAttention(nn.Sequential):
 # VAN parts
 
 
-class LargeKernelAttention(nn.Module):
-    """VAN's LKA: a 21x21 receptive field from 5x5 depthwise, 7x7 depthwise dilation 3, and 1x1 convs.
-
-    Output = input * attention. Shapes: (B, C, H, W) -> (B, C, H, W).
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv0 = nn.Conv2d(channels, channels, 5, padding=2, groups=channels)
-        self.conv_spatial = nn.Conv2d(channels, channels, 7, padding=9, groups=channels, dilation=3)
-        self.conv1 = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv1(self.conv_spatial(self.conv0(x)))
-
-
-# Equivalent large kernel k -> (local kernel, dilated kernel, dilation), as in the official LSKA code (the ``LSKA``
-# class of the VAN-LSKA repository) for 7 ... 53. Every entry follows the paper's rule: dilation d, a local kernel
-# of 2d - 1 and a dilated kernel of k // d, so the composed receptive field is exactly k x k. 65 is not in the
-# official code; it is the same rule carried on (d = 3: 5 and 21).
-LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
+# Equivalent large kernel k -> (local kernel, dilated kernel, dilation), shared by LKA and LSKA. From the official
+# LSKA code (the ``LSKA`` class of the VAN-LSKA repository) for 7 ... 53; 23 is VAN's LKA (5x5, then 7x7 dilation
+# 3). Every entry follows the paper's rule: dilation d, a local kernel of 2d - 1 and a dilated kernel of k // d, so
+# the composed receptive field is exactly k x k. 65 is not in the official code; it is the same rule carried on
+# (d = 3: 5 and 21).
+LARGE_KERNELS: dict[int, tuple[int, int, int]] = {
     7: (3, 3, 2),
     11: (3, 5, 2),
     23: (5, 7, 3),
@@ -193,9 +179,56 @@ LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
     53: (5, 17, 3),
     65: (5, 21, 3),
 }
-# The keys of LSKA_KERNELS as a type, so a config's model.kernel_size is checked when the file loads (a test keeps
+# The keys of LARGE_KERNELS as a type, so a config's model.kernel_size is checked when the file loads (a test keeps
 # the two in step).
-LSKAKernelSize = Literal[7, 11, 23, 35, 41, 53, 65]
+KernelSize = Literal[7, 11, 23, 35, 41, 53, 65]
+
+
+def large_kernel(kernel_size: int) -> tuple[int, int, int]:
+    """The (local kernel, dilated kernel, dilation) decomposition of an equivalent large kernel.
+
+    Raises:
+        ValueError: ``kernel_size`` is not a key of :data:`LARGE_KERNELS`.
+    """
+    if isinstance(kernel_size, bool) or kernel_size not in LARGE_KERNELS:
+        valid = ", ".join(str(k) for k in LARGE_KERNELS)
+        raise ValueError(f"kernel_size must be one of {valid}; got {kernel_size!r}.")
+    return LARGE_KERNELS[kernel_size]
+
+
+class LargeKernelAttention(nn.Module):
+    """VAN's LKA: a k x k receptive field from a local depthwise conv, a dilated depthwise conv and a 1x1 conv.
+
+    With the default ``kernel_size=23`` this is VAN's module: 5x5 depthwise, then 7x7 depthwise with dilation 3
+    (VAN's paper calls it 21; the composed window is 23 x 23). Other sizes use the decomposition of
+    :data:`LARGE_KERNELS`, the same as LSKA's, e.g. 35: 5x5 then 11x11 dilation 3. Module names and shapes at 23
+    are those of the official code, so existing checkpoints load unchanged.
+
+    Args:
+        channels: C.
+        kernel_size: the equivalent large kernel k, one of :data:`LARGE_KERNELS` (7, 11, 23, 35, 41, 53, 65).
+
+    Shapes: (B, C, H, W) -> (B, C, H, W); output = input * attention, every conv keeps H and W (zero padding).
+    Parameters: 2 depthwise convs of C * size^2 + C each, and C * C + C for ``conv1``.
+
+    Raises:
+        ValueError: ``kernel_size`` is not one of the supported sizes.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 23) -> None:
+        super().__init__()
+        local, dilated, dilation = large_kernel(kernel_size)
+        self.kernel_size = kernel_size
+        c, p_local, p_dilated = channels, (local - 1) // 2, ((dilated - 1) // 2) * dilation
+        self.conv0 = nn.Conv2d(c, c, local, padding=p_local, groups=c)
+        self.conv_spatial = nn.Conv2d(c, c, dilated, padding=p_dilated, groups=c, dilation=dilation)
+        self.conv1 = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}"
 
 
 class LargeSeparableKernelAttention(nn.Module):
@@ -211,7 +244,7 @@ class LargeSeparableKernelAttention(nn.Module):
 
     Args:
         channels: C.
-        kernel_size: the equivalent large kernel k, one of :data:`LSKA_KERNELS` (7, 11, 23, 35, 41, 53, 65); the
+        kernel_size: the equivalent large kernel k, one of :data:`LARGE_KERNELS` (7, 11, 23, 35, 41, 53, 65); the
             composed receptive field is k x k.
 
     Shapes: (B, C, H, W) -> (B, C, H, W); every convolution keeps H and W (zero padding). Parameters:
@@ -223,10 +256,7 @@ class LargeSeparableKernelAttention(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 23) -> None:
         super().__init__()
-        if kernel_size not in LSKA_KERNELS:
-            valid = ", ".join(str(k) for k in LSKA_KERNELS)
-            raise ValueError(f"LSKA kernel_size must be one of {valid}; got {kernel_size!r}.")
-        local, dilated, dilation = LSKA_KERNELS[kernel_size]
+        local, dilated, dilation = large_kernel(kernel_size)
         self.kernel_size = kernel_size
         c, p_local, p_dilated = channels, (local - 1) // 2, ((dilated - 1) // 2) * dilation
         self.conv0h = nn.Conv2d(c, c, (1, local), padding=(0, p_local), groups=c)

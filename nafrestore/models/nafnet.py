@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
-    LSKA_KERNELS,
     DropPath,
+    KernelSize,
     LargeKernelAttention,
     LargeSeparableKernelAttention,
     LayerNorm2d,
     LayerScale,
     LocalAvgPool2d,
-    LSKAKernelSize,
     SimpleGate,
+    large_kernel,
 )
 from .layers import SimplifiedChannelAttention as SCA
 
@@ -80,30 +80,21 @@ Attention = Literal["lka", "lska"]  # a Literal, so the config checks model.atte
 ATTENTIONS: tuple[str, ...] = typing.get_args(Attention)
 
 
-def check_attention(attention: str, kernel_size: int | None) -> int | None:
-    """Validate an LKABlock's attention settings; returns the LSKA kernel size to use (None for LKA).
+def check_attention(attention: str, kernel_size: int | None) -> int:
+    """Validate an LKABlock's attention settings; returns the equivalent large kernel to use.
 
     Args:
         attention: ``"lka"`` (VAN's LKA) or ``"lska"`` (its separable variant).
-        kernel_size: LSKA's equivalent large kernel (None: 23, the receptive field of VAN's LKA). Must be None
-            for LKA, whose kernels are fixed, so that a forgotten ``attention: lska`` fails instead of being ignored.
+        kernel_size: the equivalent large kernel of either attention, a key of
+            :data:`~nafrestore.models.layers.LARGE_KERNELS` (None: 23, VAN's LKA: 5x5, then 7x7 with dilation 3).
 
     Raises:
-        ValueError: an unknown attention, an unsupported LSKA kernel size, or a kernel size given for LKA.
+        ValueError: an unknown attention or an unsupported kernel size.
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTIONS))}; got {attention!r}.")
-    if attention == "lka":
-        if kernel_size is not None:
-            raise ValueError(
-                f"kernel_size ({kernel_size!r}) applies to attention='lska' only; LKA's kernels are fixed "
-                "(5x5, then 7x7 with dilation 3). Set attention='lska' or leave kernel_size unset."
-            )
-        return None
     kernel_size = 23 if kernel_size is None else kernel_size
-    if isinstance(kernel_size, bool) or kernel_size not in LSKA_KERNELS:
-        valid = ", ".join(str(k) for k in LSKA_KERNELS)
-        raise ValueError(f"LSKA kernel_size must be one of {valid}; got {kernel_size!r}.")
+    large_kernel(kernel_size)  # raises on a size outside the table
     return kernel_size
 
 
@@ -117,19 +108,19 @@ class SpatialAttention(nn.Module):
         channels: C.
         attention: ``"lka"`` (:class:`~nafrestore.models.layers.LargeKernelAttention`) or ``"lska"``
             (:class:`~nafrestore.models.layers.LargeSeparableKernelAttention`).
-        kernel_size: LSKA's equivalent large kernel (see :func:`check_attention`).
+        kernel_size: the attention's equivalent large kernel (see :func:`check_attention`).
     """
 
-    def __init__(self, channels: int, attention: Attention = "lka", kernel_size: LSKAKernelSize | None = None) -> None:
+    def __init__(self, channels: int, attention: Attention = "lka", kernel_size: KernelSize | None = None) -> None:
         super().__init__()
-        lska_kernel = check_attention(attention, kernel_size)
+        kernel_size = check_attention(attention, kernel_size)
         self.proj_1 = nn.Conv2d(channels, channels, 1)
         self.activation = nn.GELU()
         self.spatial_gating_unit: nn.Module
-        if lska_kernel is None:
-            self.spatial_gating_unit = LargeKernelAttention(channels)
+        if attention == "lka":
+            self.spatial_gating_unit = LargeKernelAttention(channels, kernel_size)
         else:
-            self.spatial_gating_unit = LargeSeparableKernelAttention(channels, lska_kernel)
+            self.spatial_gating_unit = LargeSeparableKernelAttention(channels, kernel_size)
         self.proj_2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +153,7 @@ class LKABlock(nn.Module):
         layer_scale_init: initial value of both LayerScales (small, so the block starts near the identity).
         drop_path: stochastic depth rate of this block.
         attention: ``"lka"`` (VAN's large-kernel attention) or ``"lska"`` (large separable kernel attention).
-        kernel_size: with ``"lska"``, the equivalent large kernel: 7, 11, 23, 35, 41, 53 or 65 (None: 23, the
-            receptive field of LKA). Must be None with ``"lka"``.
+        kernel_size: the attention's equivalent large kernel: 7, 11, 23, 35, 41, 53 or 65 (None: 23, VAN's LKA).
 
     Raises:
         ValueError: see :func:`check_attention`.
@@ -176,7 +166,7 @@ class LKABlock(nn.Module):
         layer_scale_init: float = 1e-2,
         drop_path: float = 0.0,
         attention: Attention = "lka",
-        kernel_size: LSKAKernelSize | None = None,
+        kernel_size: KernelSize | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
@@ -330,8 +320,8 @@ class LKANAFNet(NAFNet):
         dw_expand, ffn_expand, dropout: NAFBlock settings.
         attention: the LKABlocks' attention, ``"lka"`` (VAN's LKA, the default) or ``"lska"`` (LSKA: the same
             with 1-D kernel pairs, cost linear in the kernel size).
-        kernel_size: with ``"lska"``, the equivalent large kernel: 7, 11, 23, 35, 41, 53 or 65 (None: 23). Must be
-            None with ``"lka"``.
+        kernel_size: the attention's equivalent large kernel, 7, 11, 23, 35, 41, 53 or 65 (None: 23, VAN's LKA);
+            both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -352,7 +342,7 @@ class LKANAFNet(NAFNet):
         ffn_expand: int = 2,
         dropout: float = 0.0,
         attention: Attention = "lka",
-        kernel_size: LSKAKernelSize | None = None,
+        kernel_size: KernelSize | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
