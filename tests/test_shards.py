@@ -443,7 +443,10 @@ def test_ctrl_c_during_prepare_leaves_only_finished_shards(tmp_path):
     cmd = [sys.executable, "-m", "nafrestore", "prepare", "gopro", str(src), str(dst), "--crop-size", "48",
            "--step", "16", "--shard-size", "40", "--workers", "2", "--quiet"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    # preexec_fn: SIGINT as a terminal gives it. A shell starts background jobs (nohup ... &, some CI runners) with
+    # SIGINT ignored, and Python keeps an inherited SIG_IGN, so the Ctrl-C below would be ignored there.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not list(dst.glob("train-*.tar")):
