@@ -32,6 +32,9 @@ from nafrestore.inference.fold import fold_for_inference
 from nafrestore.models.loading import build_model
 from nafrestore.summary import count_macs, count_parameters
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fold import like_trained  # noqa: E402  (a sibling script: the same random weights as its timings)
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "lka-nafnet-w12.yaml"
 ATTENTIONS = ("lka", "lska")
@@ -40,13 +43,7 @@ ATTENTIONS = ("lka", "lska")
 def build(attention: str, kernel_size: int) -> torch.nn.Module:
     """The w12 preset with the given attention, random weights and nonzero residual scales (unfolded, eval)."""
     cfg = load_config(PRESET, [f"model.attention={attention}", f"model.kernel_size={kernel_size}"])
-    model = build_model(cfg.model.name, cfg.model.args).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # nonzero beta/gamma and non-trivial norms, as a trained model has
-        for name, p in model.named_parameters():
-            if name.endswith(("beta", "gamma", "scale")) or p.ndim == 1:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
+    return like_trained(build_model(cfg.model.name, cfg.model.args).eval())
 
 
 def time_once(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -33,9 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(preset: str) -> torch.nn.Module:
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
     tlc = cfg.model.tlc_train_size if cfg.model.tlc else None
-    model = build_model(cfg.model.name, cfg.model.args, tlc).eval()
+    return like_trained(build_model(cfg.model.name, cfg.model.args, tlc).eval())
+
+
+def like_trained(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with nonzero residual scales (beta/gamma) and non-trivial norms, as a trained model has (seed 0)."""
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # nonzero beta/gamma and non-trivial norms, as a trained model has
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("beta", "gamma", "scale")) or p.ndim == 1:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
