@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_fold  # noqa: E402  (a sibling script: its model builder and timing)
 
-from nafrestore.utils.device import resolve_device  # noqa: E402
+from nafrestore.utils.device import autocast, resolve_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [
@@ -123,23 +125,42 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> list[dict
 
 
 def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """The inference path in fp32 and in bf16 against the plain fp32 model, all three alternating in one process.
+
+    The plain model (no folding, contiguous, fp32) is the reference a user of the original code would run. bf16 is
+    what ``infer --precision auto`` may pick on a CPU with native bf16 (:mod:`nafrestore.inference.precision`);
+    where bf16 is emulated (no AVX512-BF16/AMX) it is slow, and the table says which case was measured.
+    """
     from nafrestore.inference.fold import fold_for_inference
+    from nafrestore.inference.precision import cpu_has_native_bf16
 
     rows = []
     for preset in ["lka-nafnet-w12", "nafnet-sidd-width32"]:
         plain = bench_fold.build(preset).to(device)
         folded = fold_for_inference(plain)
         x = torch.rand(1, 3, 256, 256, device=device)
-        with torch.inference_mode():
-            plain(x), folded(x)  # warm-up
-        times: dict[str, list[float]] = {"plain": [], "folded": []}
+        runs = {"plain": (plain, "fp32"), "fp32": (folded, "fp32"), "bf16": (folded, "bf16")}
+        outputs = {}
+        for name, (model, precision) in runs.items():  # warm-up, and the outputs compared below
+            with torch.inference_mode(), autocast(device, precision):
+                outputs[name] = model(x).float().clamp(0, 1)
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(3 if args.quick else 10):
-            for name, model in (("plain", plain), ("folded", folded)):  # alternate in one process
-                times[name].append(bench_fold.time_once(model, x, device, args.precision))
-        ratios = sorted(a / b for a, b in zip(times["plain"], times["folded"], strict=True))
-        rows.append({"preset": preset, "size": 256, "speedup": ratios[len(ratios) // 2],
-                     "channels_last": folded.channels_last})  # fmt: skip
-        print(f"  {preset:22s} 256x256: folded path x{rows[-1]['speedup']:.2f} the plain model", flush=True)
+            for name, (model, precision) in runs.items():  # alternate in one process
+                times[name].append(bench_fold.time_once(model, x, device, precision))
+
+        def ratio(name: str, times: dict = times) -> float:
+            return statistics.median(a / b for a, b in zip(times["plain"], times[name], strict=True))
+
+        mse = torch.mean((outputs["bf16"] - outputs["fp32"]) ** 2).item()
+        rows.append({"preset": preset, "size": 256, "speedup": ratio("fp32"), "speedup_bf16": ratio("bf16"),
+                     "bf16_psnr_vs_fp32": 10 * math.log10(1 / mse) if mse > 0 else math.inf,
+                     "native_bf16": device.type != "cpu" or cpu_has_native_bf16(),
+                     "channels_last": folded.channels_last,
+                     "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()}})  # fmt: skip
+        r = rows[-1]
+        print(f"  {preset:22s} 256x256: inference path fp32 x{r['speedup']:.2f}, bf16 x{r['speedup_bf16']:.2f} "
+              f"({r['bf16_psnr_vs_fp32']:.1f} dB from fp32) the plain fp32 model", flush=True)  # fmt: skip
     return rows
 
 
@@ -236,8 +257,13 @@ def markdown(info: dict) -> str:
             lines.append(f"| {r['preset']} | {size} | {r['mp_per_s']:.3f} | {r['peak_mib']:.0f} |")
         else:
             lines.append(f"| {r['preset']} | {size} | {r.get('skipped') or 'failed'} | |")
-    lines += ["", "## Folded path vs plain model (256x256, alternating)", "", "| preset | speed-up |", "| --- | ---: |"]
-    lines += [f"| {r['preset']} | x{r['speedup']:.2f} |" for r in info["folding"]]
+    native = all(r.get("native_bf16") for r in info["folding"])
+    lines += ["", "## Inference path vs the plain fp32 model (256x256, alternating in one process)", "",
+              f"bf16 is {'native' if native else 'emulated (no AVX512-BF16/AMX: `--precision auto` stays fp32 here)'}"
+              " on this device.", "",
+              "| preset | fp32 path | bf16 path | bf16 PSNR from fp32 |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {r['preset']} | x{r['speedup']:.2f} | x{r['speedup_bf16']:.2f} | {r['bf16_psnr_vs_fp32']:.1f} dB |"
+              for r in info["folding"]]  # fmt: skip
     t = info["training"]
     lines += ["", "## Training (demo recipe)", "",
               f"{t['it_per_s']:.2f} it/s at batch {t['batch']} x {t['patch']} px ({t['workers']} loader workers), "
