@@ -127,13 +127,17 @@ def test_unknown_metric_and_bad_arguments(folders):
     assert result.exit_code == 2 and "--gt" in result.output
 
 
-def test_eval_a_model_run_on_its_validation_set_and_on_a_folder(tmp_path):
+def tiny_run(tmp_path: Path, identity: bool = False) -> tuple[Path, Path]:
+    """A run directory as `train` leaves it (config.yaml + checkpoints/best.pt of an untrained tiny NAFNet) whose
+    synthetic data are two 64 px photographs in ``clean/``; ``identity`` zeroes the ending (restored == input).
+
+    Returns:
+        (run directory, the folder of clean photographs).
+    """
     from nafrestore.config import dump_config, load_config
     from nafrestore.models import create_model
 
-    # A run directory as `train` leaves it: config.yaml + checkpoints/best.pt (an untrained tiny model).
-    run = tmp_path / "run"
-    clean = tmp_path / "clean"
+    run, clean = tmp_path / "run", tmp_path / "clean"
     for i in range(2):
         save_image(clean / f"img{i}.png", photo(10 + i, 64, 64))
     cfg = load_config(None, ["data.format=synthetic", f"data.train_dir={clean}", f"data.val_dir={clean}",
@@ -142,11 +146,17 @@ def test_eval_a_model_run_on_its_validation_set_and_on_a_folder(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(cfg))
     model = create_model("nafnet", **cfg.model.args)
-    with torch.no_grad():
-        model.ending.weight.zero_()
-        model.ending.bias.zero_()  # the identity: restored == input
+    if identity:
+        with torch.no_grad():
+            model.ending.weight.zero_()
+            model.ending.bias.zero_()
     torch.save({"format_version": 1, "model_name": "nafnet", "model_args": cfg.model.args, "tlc_train_size": None,
                 "config": {}, "model": model.state_dict()}, run / "checkpoints" / "best.pt")  # fmt: skip
+    return run, clean
+
+
+def test_eval_a_model_run_on_its_validation_set_and_on_a_folder(tmp_path):
+    run, clean = tiny_run(tmp_path, identity=True)
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["eval", str(run), "--metrics", "psnr,ssim", "--json", str(out), "--quiet",
                                  "--save-images", str(tmp_path / "restored")])  # fmt: skip

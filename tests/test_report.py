@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_eval import photo  # the smooth test photograph the eval tests use
+from test_eval import photo, tiny_run  # the eval tests' smooth photograph and tiny run directory
 from typer.testing import CliRunner
 
 from nafrestore import evaluation as ev
@@ -239,21 +239,8 @@ def test_report_command_errors(folders, tmp_path):
 
 
 def test_eval_of_a_run_puts_its_curves_and_config_in_the_report(tmp_path):
-    from nafrestore.config import dump_config, load_config
-    from nafrestore.models import create_model
-
-    run, clean = tmp_path / "run", tmp_path / "clean"
-    for i in range(2):
-        save_image(clean / f"img{i}.png", photo(10 + i, 64, 64))
-    cfg = load_config(None, ["data.format=synthetic", f"data.train_dir={clean}", f"data.val_dir={clean}",
-                             "model.name=nafnet", "model.width=4", "model.enc_blocks=[1]", "model.middle_blocks=0",
-                             "model.dec_blocks=[1]", f"run.dir={run}"])  # fmt: skip
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(dump_config(cfg))
+    run, _ = tiny_run(tmp_path)
     (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss": -10.0, "lr": 1e-3}) + "\n")
-    model = create_model("nafnet", **cfg.model.args)
-    torch.save({"format_version": 1, "model_name": "nafnet", "model_args": cfg.model.args, "tlc_train_size": None,
-                "config": {}, "model": model.state_dict()}, run / "checkpoints" / "best.pt")  # fmt: skip
     result = runner.invoke(app, ["eval", str(run), "--metrics", "psnr", "--report", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "r" / "report.json").read_text())
