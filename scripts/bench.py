@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import resource
 import statistics
@@ -133,6 +132,7 @@ def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """
     from nafrestore.inference.fold import fold_for_inference
     from nafrestore.inference.precision import cpu_has_native_bf16
+    from nafrestore.metrics.psnr import psnr
 
     rows = []
     for preset in ["lka-nafnet-w12", "nafnet-sidd-width32"]:
@@ -152,9 +152,8 @@ def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
         def ratio(name: str, times: dict = times) -> float:
             return statistics.median(a / b for a, b in zip(times["plain"], times[name], strict=True))
 
-        mse = torch.mean((outputs["bf16"] - outputs["fp32"]) ** 2).item()
         rows.append({"preset": preset, "size": 256, "speedup": ratio("fp32"), "speedup_bf16": ratio("bf16"),
-                     "bf16_psnr_vs_fp32": 10 * math.log10(1 / mse) if mse > 0 else math.inf,
+                     "bf16_psnr_vs_fp32": psnr(outputs["bf16"], outputs["fp32"], quantize=False).item(),
                      "native_bf16": device.type != "cpu" or cpu_has_native_bf16(),
                      "channels_last": folded.channels_last,
                      "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()}})  # fmt: skip

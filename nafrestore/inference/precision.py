@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..utils.device import autocast
+from .fold import in_channels
 
 __all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16"]
 
@@ -81,18 +82,18 @@ def measure_bf16(model: nn.Module, size: int = 256, rounds: int = 2, repeats: in
     Times the two precisions alternately ``rounds`` times (``repeats`` forwards each after a warm-up) and keeps the
     best of each, so background load hits both alike.
     """
+    from ..metrics.psnr import psnr
+
     param = next(model.parameters())
-    channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    x = _probe(channels, size).to(param.device, param.dtype)
+    x = _probe(in_channels(model), size).to(param.device, param.dtype)
     best = {"fp32": float("inf"), "bf16": float("inf")}
     outputs = {}
     for _ in range(rounds):
         for precision in ("fp32", "bf16"):
             elapsed, outputs[precision] = _time(model, x, precision, repeats)
             best[precision] = min(best[precision], elapsed)
-    mse = torch.mean((outputs["bf16"].clamp(0, 1) - outputs["fp32"].clamp(0, 1)) ** 2).item()
-    psnr = float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
-    return best["fp32"] / best["bf16"], psnr
+    fidelity = psnr(outputs["bf16"].clamp(0, 1), outputs["fp32"].clamp(0, 1), quantize=False).item()
+    return best["fp32"] / best["bf16"], fidelity
 
 
 def choose_precision(
