@@ -84,17 +84,12 @@ def crop_grid(height: int, width: int, crop_size: int, step: int) -> list[tuple[
     Returns:
         ``[(top, left, height, width), ...]`` row by row.
     """
+    # The same windows as inference tiles that overlap by crop_size - step pixels.
+    from ..inference.tiling import tile_starts
 
-    def starts(size: int) -> list[int]:
-        if size <= crop_size:
-            return [0]
-        out = list(range(0, size - crop_size + 1, step))
-        if out[-1] + crop_size < size:
-            out.append(size - crop_size)
-        return out
-
+    tops, lefts = tile_starts(height, crop_size, crop_size - step), tile_starts(width, crop_size, crop_size - step)
     crop_h, crop_w = min(crop_size, height), min(crop_size, width)
-    return [(top, left, crop_h, crop_w) for top in starts(height) for left in starts(width)]
+    return [(top, left, crop_h, crop_w) for top in tops for left in lefts]
 
 
 @dataclass(frozen=True)
