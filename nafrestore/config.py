@@ -58,7 +58,9 @@ class ModelConfig:
         {},
         "Model keyword arguments (written in the YAML as siblings of `name`), checked against the model's "
         "signature: e.g. `width`, `enc_blocks`, and for `lka_nafnet` `attention` (`lka` or `lska`) and "
-        "`kernel_size` (the equivalent large kernel of either attention: 7, 11, 23, 35, 41, 53 or 65; default 23).",
+        "`kernel_size` (the equivalent large kernel of either attention: 7, 11, 23, 35, 41, 53 or 65; default 23); "
+        "for both models `residual_highpass` (a Gaussian sigma in pixels: the network then changes only structure "
+        "finer than that, keeping the input's coarse colour and brightness; default null, off).",
     )
 
     def __post_init__(self) -> None:
@@ -489,6 +491,12 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
         args[key] = _coerce(value, hints.get(key, Any), f"model.{key}", where)
     cfg = ModelConfig(name=name, args=args, **fixed)
     _check_range("model.tlc_train_size", cfg.tlc_train_size, low=8)
+    highpass = args.get("residual_highpass")
+    if highpass is not None and not highpass > 0:
+        raise ConfigError(
+            f"model.residual_highpass ({where('model.residual_highpass')}) must be a Gaussian sigma in pixels > 0, "
+            f"or null for no high-pass; got {highpass}."
+        )
     return cfg
 
 

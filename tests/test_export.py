@@ -60,7 +60,12 @@ SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
 
 # The same network with larger kernels: LSKA 35 (dilated 1 x 11 / 11 x 1 convs, wider than the 23-px test image)
 # and LKA 53 (5 x 5, then 17 x 17 with dilation 3: a 53-px window on 23- to 61-px images).
-LARGE_KERNEL_ARGS = [dict(ARGS, attention="lska", kernel_size=35), dict(ARGS, attention="lka", kernel_size=53)]
+# The last case: a high-passed residual (its blur kernel is wider than the 23-px side, so it relies on the padding).
+LARGE_KERNEL_ARGS = [
+    dict(ARGS, attention="lska", kernel_size=35),
+    dict(ARGS, attention="lka", kernel_size=53),
+    dict(ARGS, residual_highpass=4.0),
+]
 
 
 def test_onnx_matches_torch_at_two_sizes(tmp_path, ckpt, tlc_model):
@@ -106,7 +111,7 @@ def test_torchscript_has_dynamic_size(tmp_path, ckpt, tlc_model):
             assert torch.allclose(scripted(x), tlc_model(x), atol=1e-4)
 
 
-@pytest.mark.parametrize("args", LARGE_KERNEL_ARGS, ids=lambda a: f"{a['attention']}{a['kernel_size']}")
+@pytest.mark.parametrize("args", LARGE_KERNEL_ARGS, ids=lambda a: "-".join(f"{k}{a[k]}" for k in a if k not in ARGS))
 def test_large_kernel_onnx_and_torchscript_match_torch(tmp_path, args):
     import onnxruntime as ort
 

@@ -83,6 +83,17 @@ def test_folded_model_equals_unfolded(name, tlc, channels_last):
     assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
 
 
+@pytest.mark.parametrize("tlc", [None, 16])
+def test_folded_model_with_a_highpassed_residual_equals_unfolded(tlc):
+    model = randomized("lka_nafnet", tlc=tlc, residual_highpass=2.0)
+    folded = fold_for_inference(model)
+    x = torch.rand(2, 3, 37, 30)
+    with torch.inference_mode():
+        want, got = model(x), folded(x)
+    assert (want - x).abs().max() > 0.1
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+
+
 @pytest.mark.parametrize(("attention", "kernel_size"), [("lska", 23), ("lska", 65), ("lka", 35), ("lka", 53)])
 @pytest.mark.parametrize("tlc", [None, 16])
 @pytest.mark.parametrize("channels_last", [False, True])

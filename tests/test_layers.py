@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from nafrestore.models.layers import (
     LARGE_KERNELS,
     DropPath,
+    GaussianHighPass,
     KernelSize,
     LargeKernelAttention,
     LargeSeparableKernelAttention,
@@ -213,3 +214,22 @@ def test_layer_scale_scales_channels():
     x = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(ls(x), x * 1e-2)
     assert ls.scale.shape == (3,)
+
+
+def test_gaussian_high_pass_equals_input_minus_opencv_blur():
+    import cv2
+    import numpy as np
+
+    x = torch.rand(2, 3, 21, 34, dtype=torch.float64)
+    for sigma in (0.8, 4.0):  # 4.0: a 25-px kernel, wider than the 21-px side
+        r = int(np.ceil(3 * sigma))
+        want = [
+            x[b, c].numpy() - cv2.GaussianBlur(x[b, c].numpy(), (2 * r + 1, 2 * r + 1), sigma,
+                                               borderType=cv2.BORDER_REPLICATE)
+            for b in range(2) for c in range(3)
+        ]  # fmt: skip
+        got = GaussianHighPass(sigma).double()(x)
+        torch.testing.assert_close(got, torch.from_numpy(np.stack(want)).view_as(x), rtol=0, atol=1e-6)
+    assert GaussianHighPass(2.0).state_dict() == {}  # no checkpoint keys
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        GaussianHighPass(0.0)

@@ -137,6 +137,32 @@ def test_global_residual_makes_zero_ending_an_identity():
     torch.testing.assert_close(model(x), x)
 
 
+@pytest.mark.parametrize("name", ["nafnet", "lka_nafnet"])
+def test_highpassed_residual_cannot_shift_colours_and_keeps_the_keys(name):
+    plain = create_model(name, **TINY[name])
+    model = create_model(name, **TINY[name], residual_highpass=3.0)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    model.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # a residual that is a constant colour shift: the plain model adds it, the other can't
+        for net in (plain, model):
+            net.ending.weight.zero_()
+            net.ending.bias.copy_(torch.tensor([0.1, -0.2, 0.05]))
+    x = torch.rand(1, 3, 11, 13)
+    torch.testing.assert_close(plain(x), x + torch.tensor([0.1, -0.2, 0.05]).view(1, 3, 1, 1))
+    torch.testing.assert_close(model(x), x)
+    x.requires_grad_(True)
+    model(x).sum().backward()  # differentiable, for training with it
+    assert torch.isfinite(x.grad).all()
+
+
+def test_bad_residual_highpass_is_a_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  name: nafnet\n  residual_highpass: -2\n")
+    with pytest.raises(ConfigError, match=r"model.residual_highpass \(.*bad.yaml, line 3\) must be a Gaussian sigma"):
+        load_config(path)
+    assert load_config(None, ["model.residual_highpass=4"]).model.args == {"residual_highpass": 4.0}
+
+
 def test_tlc_equals_plain_model_below_its_window_and_differs_above():
     torch.manual_seed(0)
     plain = randomize_scales(create_model("nafnet", **TINY["nafnet"])).eval()

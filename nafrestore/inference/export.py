@@ -100,7 +100,7 @@ class ExportableNet(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.intro, self.ending = net.intro, net.ending
+        self.intro, self.ending, self.residual_filter = net.intro, net.ending, net.residual_filter
         self.encoders, self.downs = net.encoders, net.downs
         self.middle_blks, self.ups, self.decoders = net.middle_blks, net.ups, net.decoders
         self.padder_size: int = int(net.padder_size)
@@ -119,8 +119,7 @@ class ExportableNet(nn.Module):
         n = len(skips)
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):  # noqa: B905
             y = decoder(up(y) + skips[n - 1 - i])
-        y = self.ending(y) + inp
-        return y[:, :, :h, :w]
+        return self.residual_filter(self.ending(y)[:, :, :h, :w]) + x
 
 
 def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:

@@ -6,10 +6,12 @@
 - LargeKernelAttention (VAN, Guo et al. 2022, arXiv:2202.09741), its separable variant
   LargeSeparableKernelAttention (LSKA, Lau et al. 2024, arXiv:2309.01439), both of any equivalent kernel size in
   LARGE_KERNELS (one decomposition table), DropPath and LayerScale.
+- GaussianHighPass: a fixed filter that keeps a residual's fine structure only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -145,6 +147,38 @@ class LocalAvgPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"
+
+
+class GaussianHighPass(nn.Module):
+    """x - GaussianBlur(x, sigma): removes the content coarser than about ``sigma`` pixels.
+
+    Used on a network's residual so that it can only change fine structure: a denoiser trained on synthetic noise
+    otherwise learns colour and brightness shifts of large areas that real photographs don't need (measured on
+    PolyU, ``bench/real-noise-recipes.md``). A separable depthwise convolution with a kernel of radius
+    ``ceil(3 * sigma)`` and replicate padding (valid for any image size); no parameters, so checkpoint keys are
+    unchanged. Shapes: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"the high-pass sigma must be > 0, got {sigma}")
+        self.sigma = float(sigma)
+        radius = math.ceil(3 * self.sigma)
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / self.sigma) ** 2)
+        self.register_buffer("taps", taps / taps.sum(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        r = self.taps.numel() // 2
+        taps = self.taps.to(x.dtype)
+        low = F.pad(x, (r, r, r, r), mode="replicate")
+        low = F.conv2d(low, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        low = F.conv2d(low, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        return x - low
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
 
 
 class SimplifiedChannelAttention(nn.Sequential):

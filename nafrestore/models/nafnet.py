@@ -22,6 +22,7 @@ from torch import nn
 
 from .layers import (
     DropPath,
+    GaussianHighPass,
     KernelSize,
     LargeKernelAttention,
     LargeSeparableKernelAttention,
@@ -202,6 +203,9 @@ class NAFNet(nn.Module):
         middle_blocks: blocks at the bottom.
         dec_blocks: blocks per decoder level, deep to shallow (as the official ``dec_blk_nums``).
         dw_expand, ffn_expand, dropout: NAFBlock settings.
+        residual_highpass: if set, a Gaussian sigma in pixels: the residual added to the input is high-passed
+            (``r - GaussianBlur(r, sigma)``), so the network keeps the input's coarse colour and brightness and
+            changes only finer structure (None: off, as in the official NAFNet).
 
     Shapes: (B, in_channels, H, W) float -> same; trained on [0, 1] images.
     """
@@ -216,13 +220,14 @@ class NAFNet(nn.Module):
         dw_expand: int = 2,
         ffn_expand: int = 2,
         dropout: float = 0.0,
+        residual_highpass: float | None = None,
     ) -> None:
         super().__init__()
 
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf)
+        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, residual_highpass)
 
     def _build(
         self,
@@ -233,6 +238,7 @@ class NAFNet(nn.Module):
         dec_blocks: Sequence[int],
         encoder_block: BlockFactory,
         decoder_block: BlockFactory,
+        residual_highpass: float | None = None,
     ) -> None:
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError(f"enc_blocks {list(enc_blocks)} and dec_blocks {list(dec_blocks)} need equal lengths")
@@ -240,6 +246,7 @@ class NAFNet(nn.Module):
             raise ValueError("width must be >= 1 and block counts >= 0")
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.residual_filter = GaussianHighPass(residual_highpass) if residual_highpass else nn.Identity()
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         chan, n_enc = width, 0
@@ -260,8 +267,7 @@ class NAFNet(nn.Module):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         _, _, h, w = inp.shape
-        inp = self.pad_to_multiple(inp)
-        x = self.intro(inp)
+        x = self.intro(self.pad_to_multiple(inp))
         skips = []
         for encoder, down in zip(self.encoders, self.downs, strict=True):
             x = encoder(x)
@@ -270,8 +276,8 @@ class NAFNet(nn.Module):
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
             x = decoder(up(x) + skip)
-        x = self.ending(x) + inp
-        return x[:, :, :h, :w]
+        # Cropped before the filter so that a high-pass sees the image's own borders, not the zero padding.
+        return self.residual_filter(self.ending(x)[:, :, :h, :w]) + inp
 
     def pad_to_multiple(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pad the bottom/right so H and W are multiples of 2**levels."""
@@ -322,6 +328,7 @@ class LKANAFNet(NAFNet):
             with 1-D kernel pairs, cost linear in the kernel size).
         kernel_size: the attention's equivalent large kernel, 7, 11, 23, 35, 41, 53 or 65 (None: 23, VAN's LKA);
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
+        residual_highpass: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -343,6 +350,7 @@ class LKANAFNet(NAFNet):
         dropout: float = 0.0,
         attention: Attention = "lka",
         kernel_size: KernelSize | None = None,
+        residual_highpass: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -355,4 +363,4 @@ class LKANAFNet(NAFNet):
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf)
+        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, residual_highpass)
