@@ -376,6 +376,25 @@ def test_large_kernel_checkpoint_round_trips_and_does_not_load_into_lka_23(tmp_p
         load_weights(create_model("lka_nafnet", **TINY["lka_nafnet"]), state_dict_from(read_checkpoint(path)), "w")
 
 
+def test_weights_with_another_recorded_architecture_are_refused_with_a_config(tmp_path):
+    # residual_highpass adds no parameters: without the check these weights would load into the plain network.
+    args = {**TINY["lka_nafnet"], "residual_highpass": 4.0}
+    path = tmp_path / "highpass.pt"
+    state = create_model("lka_nafnet", **args).state_dict()
+    torch.save({"format_version": 1, "model_name": "lka_nafnet", "model_args": args, "model": state}, path)
+    config = tmp_path / "plain.yaml"
+    blocks = "".join(f"  {k}: {v}\n" for k, v in TINY["lka_nafnet"].items())
+    config.write_text("model:\n  name: lka_nafnet\n" + blocks)
+    with pytest.raises(CheckpointError, match=r"highpass.pt was trained as a different architecture than .*plain.yaml "
+                       r"describes \(residual_highpass: 4.0 there, None here\)"):  # fmt: skip
+        load_spec(config, path)
+    config.write_text("model:\n  name: lka_nafnet\n  residual_highpass: 4\n" + blocks)
+    assert load_spec(config, path).model_args["residual_highpass"] == 4.0  # same architecture, defaults spelled out
+    bare = tmp_path / "bare.pt"
+    torch.save(state, bare)  # no recorded architecture: the config decides
+    assert load_spec(config, bare).state is not None
+
+
 def test_list_models():
     assert list_models() == ["lka_nafnet", "nafnet"]
     with pytest.raises(KeyError, match="Valid names: lka_nafnet, nafnet"):

@@ -24,6 +24,7 @@ message saying what the file is and what to pass instead. Accepted layouts: a na
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import re
@@ -550,7 +551,9 @@ def _spec_from_config(config_path: Path, weights: str | Path | None, require_wei
     state, source = None, str(config_path)
     if weights is not None:
         weights_path = weights_file(weights)
-        state = state_dict_from(read_checkpoint(weights_path))
+        ckpt = read_checkpoint(weights_path)
+        _check_same_architecture(ckpt, cfg.model.name, cfg.model.args, weights_path, config_path)
+        state = state_dict_from(ckpt)
         source = f"{weights_path} (architecture from {config_path})"
     return ModelSpec(
         model_name=cfg.model.name,
@@ -561,6 +564,37 @@ def _spec_from_config(config_path: Path, weights: str | Path | None, require_wei
         source=source,
         tlc_size_hint=cfg.model.tlc_train_size,
     )
+
+
+def _check_same_architecture(
+    ckpt: Mapping[str, Any], name: str, args: Mapping[str, Any], weights_path: Path, config_path: Path
+) -> None:
+    """Refuse weights whose own recorded architecture differs from the config's.
+
+    Settings without parameters (``residual_highpass``, ``kernel_size`` of equal shapes, ...) would otherwise load
+    into the wrong network without a key or shape error and give silently wrong outputs. Files that record no
+    architecture (official release files, bare state dicts) are taken as the config says.
+    """
+    from . import MODELS
+
+    their_name, their_args = ckpt.get("model_name"), ckpt.get("model_args")
+    if not isinstance(their_name, str) or not isinstance(their_args, Mapping) or their_name not in MODELS:
+        return
+
+    def full(model: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        params = inspect.signature(MODELS.get(model)).parameters.values()
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **given}.items()}
+
+    mine, theirs = full(name, args), full(their_name, their_args)
+    differ = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
+              if mine.get(k) != theirs.get(k)]  # fmt: skip
+    if name != their_name or differ:
+        detail = f"model {their_name} there, {name} here" if name != their_name else "; ".join(differ)
+        raise CheckpointError(
+            f"{weights_path} was trained as a different architecture than {config_path} describes ({detail}). "
+            f"Give the checkpoint alone (it carries its architecture), or correct the config's model section."
+        )
 
 
 def _spec_from_registry(
