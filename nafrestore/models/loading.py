@@ -572,8 +572,9 @@ def _check_same_architecture(
     """Refuse weights whose own recorded architecture differs from the config's.
 
     Settings without parameters (``residual_highpass``, ``kernel_size`` of equal shapes, ...) would otherwise load
-    into the wrong network without a key or shape error and give silently wrong outputs. Files that record no
-    architecture (official release files, bare state dicts) are taken as the config says.
+    into the wrong network without a key or shape error and give silently wrong outputs. An argument given as None
+    counts as its default (``kernel_size: null`` is 23). Files that record no architecture (official release files,
+    bare state dicts) are taken as the config says.
     """
     from . import MODELS
 
@@ -584,7 +585,8 @@ def _check_same_architecture(
     def full(model: str, given: Mapping[str, Any]) -> dict[str, Any]:
         params = inspect.signature(MODELS.get(model)).parameters.values()
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in {**defaults, **given}.items()}
+        merged = {k: defaults.get(k) if v is None else v for k, v in {**defaults, **given}.items()}  # None: default
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
 
     mine, theirs = full(name, args), full(their_name, their_args)
     differ = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))

@@ -326,7 +326,8 @@ class LKANAFNet(NAFNet):
         dw_expand, ffn_expand, dropout: NAFBlock settings.
         attention: the LKABlocks' attention, ``"lka"`` (VAN's LKA, the default) or ``"lska"`` (LSKA: the same
             with 1-D kernel pairs, cost linear in the kernel size).
-        kernel_size: the attention's equivalent large kernel, 7, 11, 23, 35, 41, 53 or 65 (None: 23, VAN's LKA);
+        kernel_size: the attention's equivalent large kernel, 7, 11, 23 (the default, VAN's LKA; None means the same),
+            35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
         residual_highpass: as for NAFNet.
 
@@ -349,7 +350,7 @@ class LKANAFNet(NAFNet):
         ffn_expand: int = 2,
         dropout: float = 0.0,
         attention: Attention = "lka",
-        kernel_size: KernelSize | None = None,
+        kernel_size: KernelSize | None = 23,
         residual_highpass: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
