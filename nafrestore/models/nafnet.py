@@ -246,7 +246,7 @@ class NAFNet(nn.Module):
             raise ValueError("width must be >= 1 and block counts >= 0")
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
-        self.residual_filter = GaussianHighPass(residual_highpass) if residual_highpass else nn.Identity()
+        self.residual_filter = nn.Identity() if residual_highpass is None else GaussianHighPass(residual_highpass)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         chan, n_enc = width, 0
