@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from nafrestore.models.layers import (
     LARGE_KERNELS,
+    DilatedDepthwiseConv2d,
     DropPath,
     GaussianHighPass,
     KernelSize,
@@ -21,6 +22,7 @@ from nafrestore.models.layers import (
     LocalAvgPool2d,
     SimpleGate,
     layer_norm_2d_plain,
+    use_plain_ops,
 )
 
 
@@ -61,6 +63,50 @@ def test_layernorm_normalises_each_pixel_over_channels():
         y = LayerNorm2d(8)(x)
     torch.testing.assert_close(y.mean(1), torch.zeros(2, 3, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(1, unbiased=False), torch.ones(2, 3, 3), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dilation", "size", "channels_last"),
+    [
+        (7, 3, (96, 96), False),
+        (7, 3, (31, 44), True),
+        (11, 3, (17, 9), False),
+        (3, 2, (5, 6), True),
+        (5, 1, (8, 7), False),
+    ],
+)
+def test_dilated_depthwise_conv_equals_the_library_conv_forward_and_backward(kernel, dilation, size, channels_last):
+    # Oracle: F.conv2d with the same weights, dilation and padding. Sizes that are not multiples of the dilation
+    # (the phase form pads them), channels-last inputs and a kernel wider than the image included.
+    torch.manual_seed(0)
+    conv = DilatedDepthwiseConv2d(5, kernel, dilation)
+    assert conv.padding == (dilation * (kernel - 1) // 2,) * 2 and conv.groups == 5
+    x = torch.randn(2, 5, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got = conv(x1)
+    want = F.conv2d(x2, conv.weight, conv.bias, padding=conv.padding, dilation=dilation, groups=5)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(want)
+    grads_got = torch.autograd.grad(got, (x1, conv.weight, conv.bias), g)
+    grads_want = torch.autograd.grad(want, (x2, conv.weight, conv.bias), g)
+    for a, b in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    use_plain_ops(conv)  # the export path is the library conv itself, bit for bit
+    torch.testing.assert_close(conv(x), want.detach(), atol=0, rtol=0)
+
+
+def test_dilated_depthwise_conv_keeps_the_conv_keys_and_refuses_even_kernels():
+    lka = LargeKernelAttention(4)
+    assert isinstance(lka.conv_spatial, DilatedDepthwiseConv2d)
+    assert {k: tuple(v.shape) for k, v in lka.state_dict().items() if "spatial" in k} == {
+        "conv_spatial.weight": (4, 1, 7, 7),
+        "conv_spatial.bias": (4,),
+    }
+    with pytest.raises(ValueError, match="odd"):
+        DilatedDepthwiseConv2d(4, 6, 3)
 
 
 def test_simple_gate_multiplies_halves():

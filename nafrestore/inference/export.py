@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NafrestoreError
-from ..models.layers import LocalAvgPool2d, use_plain_layernorm
+from ..models.layers import LocalAvgPool2d, use_plain_ops
 from ..models.loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
@@ -127,7 +127,7 @@ def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
     from ..models.layers import SimplifiedChannelAttention
 
     net = fold_for_inference(spec.build(tlc), channels_last=False)
-    use_plain_layernorm(net)
+    use_plain_ops(net)
 
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():

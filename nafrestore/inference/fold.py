@@ -41,7 +41,7 @@ class FoldedLayerNorm2d(LayerNorm2d):
     """LayerNorm2d without its affine (which was folded into the next convolution): (B, C, H, W) -> same.
 
     ``weight`` and ``bias`` stay (ones and zeros, frozen) so the module still reads as a LayerNorm2d, e.g. for
-    :func:`~nafrestore.models.layers.use_plain_layernorm`, but the forward skips them.
+    :func:`~nafrestore.models.layers.use_plain_ops`, but the forward skips them.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
