@@ -193,6 +193,11 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = _field(
         "fp32", "Training precision: fp32, or autocast to bf16 or fp16 (fp16 adds a gradient scaler; GPU only)."
     )
+    memory_format: Literal["auto", "contiguous", "channels_last"] = _field(
+        "auto",
+        "Memory format of the model and its training batches; auto times a few training steps of each at the start "
+        "(a resumed run keeps its checkpoint's choice). Results are the same up to float rounding.",
+    )
     ema: float | None = _field(None, "EMA decay of the weights (e.g. 0.999); validation then uses the EMA.")
     compile: bool = _field(False, "Wrap the model in torch.compile.")
     ckpt_every: int = _field(1000, "Write checkpoints/last.pt every this many iterations.")

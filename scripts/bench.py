@@ -6,7 +6,8 @@ Measures, and writes to ``bench/results-<device>.json`` and ``bench/results-<dev
    512 px tiles with 32 px overlap), each in a fresh subprocess so that peak memory is its own (CPU: the process's
    peak RSS, torch, model and image included; CUDA: ``max_memory_allocated``);
 2. the folded inference path against the plain model, timed alternately in one process (``bench_fold.py``);
-3. training iterations per second at the demo's batch and patch size, and the share of time spent waiting for data;
+3. training iterations per second at the demo's batch and patch size, contiguous and channels-last, against the
+   library's dilated convolution (one process, alternating), and the share of time spent waiting for data;
 4. metric throughput: images per second for each metric at 512x512 (LPIPS and rFID with random weights: speed does
    not depend on them).
 
@@ -168,11 +169,15 @@ def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 
 def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
+    """Training steps of the demo recipe in three variants, alternated in one process (best block of each): the
+    phase-grid dilated convolution (:class:`DilatedDepthwiseConv2d`) contiguous and channels-last, and the library's
+    dilated convolution (contiguous), the reference for the ratios."""
     from nafrestore.config import load_config
     from nafrestore.data import build_datasets, build_train_loader
     from nafrestore.engine import build_loss, build_optimizer, train_step
+    from nafrestore.models.layers import DilatedDepthwiseConv2d
     from nafrestore.models.loading import build_model
-    from nafrestore.utils.device import resolve_precision
+    from nafrestore.utils.device import MEMORY_FORMATS, resolve_precision
 
     cfg = load_config(ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml")
     train_set, _ = build_datasets(cfg.data, seed=0)
@@ -182,23 +187,42 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
     loss_fn = build_loss([(t.name, t.weight) for t in cfg.train.loss])
     precision = resolve_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    steps, warmup = (10, 3) if args.quick else (60, 5)
+    variants = {"library dilated conv": ("contiguous", True), "contiguous": ("contiguous", False),
+                "channels_last": ("channels_last", False)}  # fmt: skip
+    steps, rounds = (4, 1) if args.quick else (15, 2)
+    best = dict.fromkeys(variants, float("inf"))
     wait = compute = 0.0
     batches = iter(loader)
-    for i in range(steps + warmup):
-        t0 = time.perf_counter()
-        batch = next(batches)
-        t1 = time.perf_counter()
-        train_step(model, batch, loss_fn, optimizer, scaler, precision=precision, grad_clip=None, device=device)
-        bench_fold.sync(device)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            wait, compute = wait + t1 - t0, compute + t2 - t1
+    for _ in range(rounds):
+        for name, (fmt, library_conv) in variants.items():
+            model.to(memory_format=MEMORY_FORMATS[fmt])
+            for m in model.modules():
+                if isinstance(m, DilatedDepthwiseConv2d):
+                    m.plain = library_conv
+            block = 0.0
+            for i in range(steps + 2):  # 2 warm-up steps per block (oneDNN primitives for the new layout)
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                train_step(model, batch, loss_fn, optimizer, scaler, precision=precision, device=device,
+                           memory_format=fmt)  # fmt: skip
+                bench_fold.sync(device)
+                t2 = time.perf_counter()
+                if i >= 2:
+                    block += t2 - t0
+                    if name == "contiguous":
+                        wait, compute = wait + t1 - t0, compute + t2 - t1
+            best[name] = min(best[name], block / steps)
+    it_s = {name: 1 / seconds for name, seconds in best.items()}
+    reference = it_s["library dilated conv"]
     row = {"batch": cfg.train.batch_size, "patch": cfg.data.patch_size, "workers": cfg.data.num_workers,
-           "it_per_s": steps / (wait + compute), "data_wait_share": wait / (wait + compute),
-           "precision": precision}  # fmt: skip
-    print(f"  {row['it_per_s']:.2f} it/s at batch {row['batch']} x {row['patch']} px, "
-          f"{100 * row['data_wait_share']:.1f} % waiting for data", flush=True)  # fmt: skip
+           "it_per_s": it_s["contiguous"], "it_per_s_by_variant": it_s,
+           "ratio_to_library_conv": {name: v / reference for name, v in it_s.items()},
+           "data_wait_share": wait / (wait + compute), "precision": precision}  # fmt: skip
+    for name, v in it_s.items():
+        print(f"  {name:22s} {v:.2f} it/s (x{v / reference:.2f}) at batch {row['batch']} x {row['patch']} px",
+              flush=True)  # fmt: skip
+    print(f"  {100 * row['data_wait_share']:.1f} % of the time waiting for data", flush=True)
     return row
 
 
@@ -264,10 +288,13 @@ def markdown(info: dict) -> str:
     lines += [f"| {r['preset']} | x{r['speedup']:.2f} | x{r['speedup_bf16']:.2f} | {r['bf16_psnr_vs_fp32']:.1f} dB |"
               for r in info["folding"]]  # fmt: skip
     t = info["training"]
-    lines += ["", "## Training (demo recipe)", "",
-              f"{t['it_per_s']:.2f} it/s at batch {t['batch']} x {t['patch']} px ({t['workers']} loader workers), "
+    lines += ["", "## Training (demo recipe, variants alternated in one process)", "",
+              f"Batch {t['batch']} x {t['patch']} px, {t['workers']} loader workers; "
               f"{100 * t['data_wait_share']:.1f} % of the time waiting for data.", "",
-              "## Metrics at 512x512", "", "| metric | images/s |", "| --- | ---: |"]  # fmt: skip
+              "| variant | it/s | ratio |", "| --- | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {name} | {v:.2f} | x{t['ratio_to_library_conv'][name]:.2f} |"
+              for name, v in t["it_per_s_by_variant"].items()]  # fmt: skip
+    lines += ["", "## Metrics at 512x512", "", "| metric | images/s |", "| --- | ---: |"]
     lines += [f"| {r['metric']} | {r['images_per_s']:.2f} |" for r in info["metrics"]]
     return "\n".join(lines) + "\n"
 

@@ -51,6 +51,7 @@ def tiny_cfg(run_dir: Path, *overrides: str, model: list[str] = LKA) -> Config:
         "run.device=cpu",
         "run.seed=3",
         f"run.dir={run_dir}",
+        "train.memory_format=contiguous",  # runs compared to 1e-6 must not choose their format by timing
     ]
     return load_config(None, [*base, *overrides])
 
@@ -131,6 +132,43 @@ def test_training_learns_and_writes_the_run_directory(tmp_path: Path) -> None:
     assert best["best_metric"] == pytest.approx(max(r["val/psnr"] for r in vals))
     net = load_spec(run).build()  # a run directory means its best.pt
     assert net(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
+
+
+def test_memory_format_auto_is_measured_logged_recorded_and_kept_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nafrestore.engine.build as build_module
+
+    timings = {"contiguous": 2.0, "channels_last": 1.0}  # as if channels-last were twice as fast
+    monkeypatch.setattr(build_module, "time_alternately", lambda run, options, **kw: dict(timings))
+    run = tmp_path / "run"
+    cfg = tiny_cfg(run, "train.memory_format=auto")
+    data = small_data(cfg)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, quiet=True, datasets=data, callbacks=[_raise_signal_at(5)])
+    log = (run / "train.log").read_text()
+    assert "memory format channels_last (auto: a training step of 4 x 32 px took contiguous 2000 ms" in log
+    part = ckpt(run)
+    assert part["memory_format"] == "channels_last"
+    assert all(v.is_contiguous() for v in part["model"].values())  # stored contiguous, for any reader
+
+    timings.update(contiguous=0.5)  # the machine now says otherwise: the resumed run keeps its format
+    train(None, resume=run, quiet=True, datasets=data)
+    assert "memory format channels_last (auto, kept from the checkpoint)" in (run / "train.log").read_text()
+    assert ckpt(run)["memory_format"] == "channels_last" and ckpt(run)["step"] == 12
+
+
+def test_channels_last_training_matches_contiguous_training(tmp_path: Path) -> None:
+    # Same seed, same data: the two memory formats differ by float rounding only.
+    runs = {}
+    for fmt in ("contiguous", "channels_last"):
+        cfg = tiny_cfg(tmp_path / fmt, f"train.memory_format={fmt}", "model.drop_path_rate=0.2")
+        train(cfg, quiet=True, datasets=small_data(cfg))
+        runs[fmt] = ckpt(tmp_path / fmt)
+        assert runs[fmt]["memory_format"] == fmt
+    for name, value in runs["contiguous"]["model"].items():
+        torch.testing.assert_close(runs["channels_last"]["model"][name], value, rtol=0, atol=1e-4, msg=name)
+    assert any(v.ndim == 4 for v in runs["contiguous"]["model"].values())
 
 
 def _raise_signal_at(step: int, signum: int = signal.SIGINT) -> Callable[[TrainState], None]:

@@ -24,6 +24,8 @@ Layout (``format_version`` 1)::
                        setting (``data.format: shards``: processes, data.num_workers, train.batch_size, run.seed,
                        data.shards; see :func:`nafrestore.data.check_data_order`); None for the other formats and
                        in best.pt. Absent from older checkpoints.
+    memory_format      "contiguous" | "channels_last": the training memory format (train.memory_format), which a
+                       resume with ``auto`` keeps. Absent from older checkpoints. Tensors are stored contiguous.
 
 ``last.pt`` holds the raw weights in ``model`` (and the EMA in ``ema``): everything needed to resume. ``best.pt``
 holds the weights validation scored, i.e. the EMA weights when EMA is on, in ``model``; it carries no optimizer
@@ -71,7 +73,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The unwrapped module's state dict, on the CPU (so a checkpoint loads on any machine)."""
     state = strip_prefixes(unwrap_model(model).state_dict())
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    # Contiguous whatever the training memory format, so safetensors (which needs it) and any model can take them.
+    return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in state.items()}
 
 
 def to_plain(value: Any) -> Any:
@@ -147,6 +150,7 @@ def make_checkpoint(
     elapsed_s: float = 0.0,
     rng: Mapping[str, Any] | None = None,
     data_order: Mapping[str, Any] | None = None,
+    memory_format: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict documented at the top of this module from plain parts."""
     from .. import __version__
@@ -170,6 +174,7 @@ def make_checkpoint(
         "elapsed_s": float(elapsed_s),
         "rng": None if rng is None else dict(rng),
         "data_order": None if data_order is None else to_plain(dict(data_order)),
+        "memory_format": memory_format,
     }
 
 

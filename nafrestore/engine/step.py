@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.device import autocast
+from ..utils.device import MEMORY_FORMATS, autocast
 from . import distributed as du
 
 __all__ = ["train_step"]
@@ -29,6 +29,7 @@ def train_step(
     precision: str = "fp32",
     grad_clip: float | None = None,
     device: torch.device | str = "cpu",
+    memory_format: str = "contiguous",
 ) -> dict[str, Any]:
     """One optimisation step on one batch.
 
@@ -45,12 +46,13 @@ def train_step(
         precision: ``fp32`` | ``bf16`` | ``fp16`` (see :func:`nafrestore.utils.device.resolve_precision`).
         grad_clip: max global gradient norm, or None.
         device: where the model is.
+        memory_format: the model's, a key of ``MEMORY_FORMATS``; the input is given the same.
 
     Returns:
         ``{"loss": float (mean over processes; nan when skipped), "skipped": bool, "grad_norm": float | None}``.
     """
     device = torch.device(device)
-    lq = batch["lq"].to(device, non_blocking=True)
+    lq = batch["lq"].to(device, non_blocking=True, memory_format=MEMORY_FORMATS[memory_format])
     gt = batch["gt"].to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, precision):

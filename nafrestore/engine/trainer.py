@@ -94,6 +94,7 @@ class TrainState:
     info: du.DistInfo
     device: torch.device
     precision: str
+    memory_format: str  # a key of MEMORY_FORMATS: the model's and the training batches'
     model: nn.Module
     raw: nn.Module
     ema: ModelEMA | None
@@ -142,7 +143,7 @@ def _setup(
     """Build model, optimizer, schedule, data and logger; restore a checkpoint when resuming."""
     ckpt_path = resume_checkpoint(resume) if resume is not None else None
     ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
-    raw, ema = build_training_model(cfg, info, device, ckpt, f"checkpoint {ckpt_path}")
+    raw, ema, memory_format, why_format = build_training_model(cfg, info, device, ckpt, f"checkpoint {ckpt_path}")
     optimizer, scheduler, scaler, precision = build_optimization(cfg, raw, device, ckpt)
     step = int(ckpt["step"]) if ckpt is not None else 0
     loader, val_loader = build_loaders(cfg, info, datasets)
@@ -154,6 +155,7 @@ def _setup(
         info=info,
         device=device,
         precision=precision,
+        memory_format=memory_format,
         model=wrap_model(raw, cfg, info, device),
         raw=raw,
         ema=ema,
@@ -174,6 +176,7 @@ def _setup(
         ),
         step=step,
     )
+    state.log.info(why_format)
     if ckpt is not None:
         _restore_run_state(state, ckpt)
         state.saved_step = step
@@ -364,6 +367,7 @@ def _checkpoint(s: TrainState, model: nn.Module, **parts: Any) -> dict[str, Any]
         best_metric=s.best,
         best_step=s.best_step,
         elapsed_s=s.elapsed,
+        memory_format=s.memory_format,
         **parts,
     )
 
@@ -458,7 +462,7 @@ def _loop(s: TrainState, stop: StopSignals, callbacks: Sequence[Callable[[TrainS
     for batch in s.batches:
         lr = s.scheduler.set_step(s.step, s.elapsed)
         out = train_step(s.model, batch, s.loss_fn, s.optimizer, s.scaler, precision=s.precision,
-                         grad_clip=tc.grad_clip, device=s.device)  # fmt: skip
+                         grad_clip=tc.grad_clip, device=s.device, memory_format=s.memory_format)  # fmt: skip
         s.step += 1
         s.window.add(out)
         if out["skipped"]:

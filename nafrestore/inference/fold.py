@@ -33,6 +33,7 @@ from torch import nn
 
 from ..models.layers import LayerNorm2d
 from ..models.nafnet import LKABlock, NAFBlock, NAFNet
+from ..utils.device import MEMORY_FORMATS, time_alternately
 
 __all__ = ["FoldedLKABlock", "FoldedLayerNorm2d", "FoldedNAFBlock", "fold_for_inference", "prefer_channels_last"]
 
@@ -151,35 +152,24 @@ def prefer_channels_last(device: torch.device | str) -> bool | None:
     return False
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_channels_last(model: nn.Module, size: int = 256, repeats: int = 3) -> bool:
     """Whether ``model`` (a folded network, on its device) runs faster channels-last on a size x size image.
 
     Times ``repeats`` forwards per format after one warm-up each, alternating; leaves the model contiguous.
     """
-    import time
-
     param = next(model.parameters())
     x = torch.rand(1, in_channels(model), size, size, device=param.device, dtype=param.dtype)
-    best = {}
+    inputs = {name: x.contiguous(memory_format=fmt) for name, fmt in MEMORY_FORMATS.items()}
     with torch.inference_mode():
-        for fmt in (torch.contiguous_format, torch.channels_last, torch.contiguous_format, torch.channels_last):
-            model.to(memory_format=fmt)
-            xf = x.contiguous(memory_format=fmt)
-            model(xf)  # warm-up (kernel selection)
-            _sync(param.device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                model(xf)
-            _sync(param.device)
-            elapsed = time.perf_counter() - start
-            best[fmt] = min(best.get(fmt, float("inf")), elapsed)
+        best = time_alternately(
+            lambda name: model(inputs[name]),
+            list(MEMORY_FORMATS),
+            device=param.device,
+            prepare=lambda name: model.to(memory_format=MEMORY_FORMATS[name]),
+            repeats=repeats,
+        )
     model.to(memory_format=torch.contiguous_format)
-    return best[torch.channels_last] < best[torch.contiguous_format]
+    return best["channels_last"] < best["contiguous"]
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:

@@ -10,14 +10,13 @@ published number never moves unless asked: ``--precision bf16`` forces it; ``eva
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..utils.device import autocast
+from ..utils.device import autocast, time_alternately
 from .fold import in_channels
 
 __all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16"]
@@ -66,16 +65,6 @@ def _probe(channels: int, size: int) -> torch.Tensor:
     return (smooth + 0.05 * torch.randn(channels, size, size, generator=g)).clamp(0, 1)[None]
 
 
-def _time(model: nn.Module, x: torch.Tensor, precision: str, repeats: int) -> tuple[float, torch.Tensor]:
-    with torch.inference_mode(), autocast(x.device, precision):
-        out = model(x)  # warm-up (oneDNN primitive creation)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            out = model(x)
-        elapsed = (time.perf_counter() - start) / repeats
-    return elapsed, out.float()
-
-
 def measure_bf16(model: nn.Module, size: int = 256, rounds: int = 2, repeats: int = 2) -> tuple[float, float]:
     """(fp32 time / bf16 time, PSNR of bf16 against fp32 in dB) for ``model`` on a size x size probe.
 
@@ -86,13 +75,15 @@ def measure_bf16(model: nn.Module, size: int = 256, rounds: int = 2, repeats: in
 
     param = next(model.parameters())
     x = _probe(in_channels(model), size).to(param.device, param.dtype)
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    outputs = {}
-    for _ in range(rounds):
-        for precision in ("fp32", "bf16"):
-            elapsed, outputs[precision] = _time(model, x, precision, repeats)
-            best[precision] = min(best[precision], elapsed)
-    fidelity = psnr(outputs["bf16"].clamp(0, 1), outputs["fp32"].clamp(0, 1), quantize=False).item()
+    outputs: dict[str, torch.Tensor] = {}
+
+    def run(precision: str) -> None:
+        with autocast(x.device, precision):
+            outputs[precision] = model(x)
+
+    with torch.inference_mode():
+        best = time_alternately(run, ["fp32", "bf16"], device=x.device, rounds=rounds, repeats=repeats)
+    fidelity = psnr(outputs["bf16"].float().clamp(0, 1), outputs["fp32"].float().clamp(0, 1), quantize=False).item()
     return best["fp32"] / best["bf16"], fidelity
 
 

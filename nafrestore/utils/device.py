@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -101,4 +102,58 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds all CUDA devices
 
 
-__all__ = ["PRECISIONS", "autocast", "resolve_device", "resolve_precision", "seed_everything"]
+#: The memory formats a model and its inputs can be kept in, by config name.
+MEMORY_FORMATS: dict[str, torch.memory_format] = {
+    "contiguous": torch.contiguous_format,
+    "channels_last": torch.channels_last,
+}
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_alternately(
+    run: Callable[[str], object],
+    options: Sequence[str],
+    *,
+    device: torch.device | str,
+    prepare: Callable[[str], object] | None = None,
+    rounds: int = 2,
+    repeats: int = 2,
+) -> dict[str, float]:
+    """The best seconds per call of ``run(option)`` for each option, timed alternately.
+
+    Each of ``rounds`` rounds visits every option in turn: ``prepare(option)`` (not timed), one warm-up call (kernel
+    and oneDNN primitive selection), then ``repeats`` timed calls. Alternating and keeping each option's best round
+    lets background load, which comes and goes, hit all options alike. The one timer behind the automatic choices
+    of memory format (inference and training) and of precision.
+    """
+    best = dict.fromkeys(options, float("inf"))
+    for _ in range(rounds):
+        for option in options:
+            if prepare is not None:
+                prepare(option)
+            run(option)
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run(option)
+            synchronize(device)
+            best[option] = min(best[option], (time.perf_counter() - start) / repeats)
+    return best
+
+
+__all__ = [
+    "MEMORY_FORMATS",
+    "PRECISIONS",
+    "autocast",
+    "resolve_device",
+    "resolve_precision",
+    "seed_everything",
+    "synchronize",
+    "time_alternately",
+]
