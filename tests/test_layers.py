@@ -26,6 +26,20 @@ from nafrestore.models.layers import (
 )
 
 
+def assert_same_function(module, reference, x: torch.Tensor, params: torch.nn.Module) -> torch.Tensor:
+    """module(x) equals reference(x) in value (1e-5) and in its gradients to x and to params' parameters (1e-4);
+    returns reference(x)."""
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, want = module(x1), reference(x2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(want)
+    grads_got = torch.autograd.grad(got, (x1, *params.parameters()), g)
+    grads_want = torch.autograd.grad(want, (x2, *params.parameters()), g)
+    for a, b in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    return want
+
+
 def test_layernorm_function_passes_gradcheck_in_float64():
     torch.manual_seed(0)
     x = torch.randn(2, 5, 4, 3, dtype=torch.float64, requires_grad=True)
@@ -41,16 +55,7 @@ def test_layernorm_paths_agree_forward_and_backward():
         norm.weight.normal_()
         norm.bias.normal_()
     x = torch.randn(3, 6, 7, 5) * 3 + 1
-    x1 = x.clone().requires_grad_(True)
-    x2 = x.clone().requires_grad_(True)
-    out_custom = norm(x1)
-    out_plain = layer_norm_2d_plain(x2, norm.weight, norm.bias, norm.eps)
-    torch.testing.assert_close(out_custom, out_plain, atol=1e-5, rtol=1e-5)
-    g = torch.randn_like(out_plain)
-    grads_custom = torch.autograd.grad(out_custom, (x1, norm.weight, norm.bias), g)
-    grads_plain = torch.autograd.grad(out_plain, (x2, norm.weight, norm.bias), g)
-    for a, b in zip(grads_custom, grads_plain, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    out_plain = assert_same_function(norm, lambda x: layer_norm_2d_plain(x, norm.weight, norm.bias, norm.eps), x, norm)
     with torch.no_grad():  # the inference path
         torch.testing.assert_close(norm(x), out_plain.detach(), atol=1e-5, rtol=1e-5)
     norm.plain = True
@@ -84,16 +89,9 @@ def test_dilated_depthwise_conv_equals_the_library_conv_forward_and_backward(ker
     x = torch.randn(2, 5, *size)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    got = conv(x1)
-    want = F.conv2d(x2, conv.weight, conv.bias, padding=conv.padding, dilation=dilation, groups=5)
-    assert got.shape == x.shape
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    g = torch.randn_like(want)
-    grads_got = torch.autograd.grad(got, (x1, conv.weight, conv.bias), g)
-    grads_want = torch.autograd.grad(want, (x2, conv.weight, conv.bias), g)
-    for a, b in zip(grads_got, grads_want, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    library = lambda x: F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, dilation=dilation, groups=5)  # noqa: E731
+    want = assert_same_function(conv, library, x, conv)
+    assert want.shape == x.shape
     use_plain_ops(conv)  # the export path is the library conv itself, bit for bit
     torch.testing.assert_close(conv(x), want.detach(), atol=0, rtol=0)
 
