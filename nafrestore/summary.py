@@ -20,22 +20,15 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
     Counted with ``torch.utils.flop_counter`` (its FLOPs / 2), which sees convolutions and matrix products;
     element-wise ops (norms, gates) are not included, as is usual for reported MACs.
     """
-    from .models.layers import DilatedDepthwiseConv2d, LayerNorm2d, use_plain_ops
+    from .models.layers import plain_ops
 
-    # Count the function, not a faster way to compute it: DilatedDepthwiseConv2d pads to a multiple of its dilation.
-    switchable = [m for m in model.modules() if isinstance(m, (DilatedDepthwiseConv2d, LayerNorm2d))]
-    plain_before = [m.plain for m in switchable]
     was_training = model.training
     model.eval()
-    use_plain_ops(model)
     x = torch.zeros(1, in_channels, size, size, device=next(model.parameters()).device)
-    try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for module, plain in zip(switchable, plain_before, strict=True):
-            module.plain = plain
+    # Count the function, not a faster way to compute it: DilatedDepthwiseConv2d pads to a multiple of its dilation.
+    with plain_ops(model), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    model.train(was_training)
     return counter.get_total_flops() // 2
 
 

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_fold  # noqa: E402  (a sibling script: its model builder and timing)
 
-from nafrestore.utils.device import autocast, resolve_device  # noqa: E402
+from nafrestore.utils.device import autocast, resolve_device, synchronize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [
@@ -81,10 +81,10 @@ def infer_child(preset: str, height: int, width: int, device_spec: str, precisio
             torch.cuda.reset_peak_memory_stats(device)
         times = []
         for _ in range(repeats):
-            bench_fold.sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             run()
-            bench_fold.sync(device)
+            synchronize(device)
             times.append(time.perf_counter() - t0)
     best = min(times)
     peak = (
@@ -206,7 +206,7 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
                 t1 = time.perf_counter()
                 train_step(model, batch, loss_fn, optimizer, scaler, precision=precision, device=device,
                            memory_format=fmt)  # fmt: skip
-                bench_fold.sync(device)
+                synchronize(device)
                 t2 = time.perf_counter()
                 if i >= 2:
                     block += t2 - t0
@@ -257,7 +257,7 @@ def bench_metrics(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # fewer samples than 2048: fine for timing
                     suite.compute()
-            bench_fold.sync(device)
+            synchronize(device)
             seconds = time.perf_counter() - t0
             rows.append({"metric": name, "size": 512, "images_per_s": n / seconds})
             print(f"  {name:8s} {n / seconds:8.2f} images/s at 512x512", flush=True)

@@ -25,7 +25,7 @@ import torch
 from nafrestore.config import load_config
 from nafrestore.inference.fold import fold_for_inference
 from nafrestore.models.loading import build_model
-from nafrestore.utils.device import autocast, resolve_device
+from nafrestore.utils.device import autocast, resolve_device, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,19 +53,12 @@ def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def time_once(model: torch.nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> float:
     with torch.inference_mode(), autocast(device, precision):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         model(x)
-        sync(device)
+        synchronize(device)
     return time.perf_counter() - start
 
 

@@ -109,8 +109,9 @@ def choose_memory_format(
         return requested, f"memory format {requested} (train.memory_format)"
     if resumed is not None:
         return resumed, f"memory format {resumed} (auto, kept from the checkpoint)"
-    channels = model.intro.in_channels if hasattr(model, "intro") else 3
-    shape = (min(batch_size, 4), channels, patch_size, patch_size)
+    from ..models import in_channels
+
+    shape = (min(batch_size, 4), in_channels(model), patch_size, patch_size)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # not from the run's stream
     inputs = {name: x.contiguous(memory_format=fmt) for name, fmt in MEMORY_FORMATS.items()}
 

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
+from ..models import in_channels
 from ..utils.files import atomic_write, remove_stale_temporaries
 from . import distributed as du
 from .build import build_loaders, build_optimization, build_training_model, build_val_suite, wrap_model
@@ -183,8 +184,7 @@ def _setup(
     elif cfg.model.init_from is not None:
         state.log.info(f"weights initialised from {cfg.model.init_from} (model.init_from)")
     # Seeded on its own, so the probe never moves the training randomness.
-    channels = raw.intro.in_channels if hasattr(raw, "intro") else 3
-    state.probe = torch.rand(1, channels, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    state.probe = torch.rand(1, in_channels(raw), 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     state._clock0 = time.monotonic()
     return state
 

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from ..models.loading import ModelSpec
 
 from ..data.io import rgb_to_luma
+from ..models import in_channels
 from ..utils.device import resolve_precision
 from ..utils.pixels import INTEGER_DTYPES, from_float, to_float
-from .fold import fold_for_inference, in_channels
+from .fold import fold_for_inference
 from .tiling import DEFAULT_OVERLAP, restore_batch
 
 __all__ = ["load_model", "model_from_spec", "restore"]

@@ -19,9 +19,9 @@ from torch import nn
 
 from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
 from ..errors import NafrestoreError, OutputExistsError
+from ..models import in_channels
 from ..utils.device import resolve_precision
 from .api import blend, restore_rgb
-from .fold import in_channels
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_tile, restore_batch
 
 __all__ = ["BatchReport", "Job", "plan_jobs", "restore_files"]

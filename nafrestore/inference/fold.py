@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import in_channels
 from ..models.layers import LayerNorm2d
-from ..models.nafnet import LKABlock, NAFBlock, NAFNet
+from ..models.nafnet import LKABlock, NAFBlock
 from ..utils.device import MEMORY_FORMATS, time_alternately
 
 __all__ = ["FoldedLKABlock", "FoldedLayerNorm2d", "FoldedNAFBlock", "fold_for_inference", "prefer_channels_last"]
@@ -219,11 +220,3 @@ def fold_for_inference(model: nn.Module, *, channels_last: bool | str | None = N
     folded.folded = True
     folded.channels_last = bool(channels_last)
     return folded
-
-
-def in_channels(model: nn.Module) -> int:
-    """Image channels the network takes (3 for RGB models)."""
-    if isinstance(model, NAFNet) or hasattr(model, "intro"):
-        return int(model.intro.in_channels)
-    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return int(first.in_channels)

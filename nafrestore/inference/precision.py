@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import in_channels
 from ..utils.device import autocast, time_alternately
-from .fold import in_channels
 
 __all__ = ["PrecisionChoice", "choose_precision", "cpu_has_native_bf16"]
 

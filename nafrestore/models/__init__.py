@@ -30,9 +30,17 @@ def create_model(name: str, *, tlc_train_size: int | None = None, **kwargs) -> n
     return model
 
 
+def in_channels(model: nn.Module) -> int:
+    """Image channels the network takes (3 for RGB models): its ``intro`` conv's, else its first conv's."""
+    if hasattr(model, "intro"):
+        return int(model.intro.in_channels)
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return int(first.in_channels)
+
+
 def list_models() -> list[str]:
     """The registered model names."""
     return MODELS.names()
 
 
-__all__ = ["MODELS", "LKANAFNet", "NAFNet", "create_model", "list_models"]
+__all__ = ["MODELS", "LKANAFNet", "NAFNet", "create_model", "in_channels", "list_models"]

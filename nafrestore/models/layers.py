@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -102,10 +104,26 @@ class LayerNorm2d(nn.Module):
 def use_plain_ops(model: nn.Module, plain: bool = True) -> nn.Module:
     """Switch every LayerNorm2d and DilatedDepthwiseConv2d in ``model`` to the library's elementary ops (for
     ONNX / TorchScript export, and as a reference) or back; returns ``model``."""
-    for module in model.modules():
-        if isinstance(module, (LayerNorm2d, DilatedDepthwiseConv2d)):
-            module.plain = plain
+    for module in _switchable(model):
+        module.plain = plain
     return model
+
+
+@contextlib.contextmanager
+def plain_ops(model: nn.Module) -> Iterator[nn.Module]:
+    """:func:`use_plain_ops` for the duration of a ``with`` block; each module's own setting comes back after."""
+    modules = _switchable(model)
+    before = [m.plain for m in modules]
+    use_plain_ops(model)
+    try:
+        yield model
+    finally:
+        for module, plain in zip(modules, before, strict=True):
+            module.plain = plain
+
+
+def _switchable(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (LayerNorm2d, DilatedDepthwiseConv2d))]
 
 
 # ------------------------------------------------------------------------------------------------------------

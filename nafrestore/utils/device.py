@@ -110,10 +110,12 @@ MEMORY_FORMATS: dict[str, torch.memory_format] = {
 
 
 def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    """Wait for the device's queued work (CUDA and MPS run asynchronously; the CPU needs nothing)."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def time_alternately(
