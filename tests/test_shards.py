@@ -5,6 +5,7 @@ interrupted preparation; corrupt shards; the epoch split."""
 from __future__ import annotations
 
 import json
+import multiprocessing.pool
 import os
 import shutil
 import signal
@@ -434,6 +435,27 @@ def test_prepare_command(tmp_path):
     assert "skipped 6 already finished" in runner.invoke(app, args).output
     result = runner.invoke(app, ["prepare", "lmdb", str(src), str(dst)])
     assert result.exit_code == 2 and "unknown format 'lmdb'" in result.output
+
+
+def test_a_finished_pool_is_closed_and_a_failed_one_killed_without_leftovers(tmp_path, monkeypatch):
+    # Pool.terminate() after the last shard hung CI for 90 minutes: its SIGTERM, landing just before an idle worker
+    # blocked on the task queue, was never handled by the workers' Python handler. A finished prepare closes the
+    # pool; a failure kills the workers (SIGTERM's default action) and removes what they were writing.
+    terminated = []
+    terminate = multiprocessing.pool.Pool.terminate
+    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", lambda pool: terminated.append(terminate(pool)))
+    dst = _prepare_gopro(tmp_path, workers=2)
+    assert not terminated and load_shard_index(dst)["splits"]["train"]["samples"] == 36
+
+    src = _gopro(tmp_path / "broken" / "GOPRO_Large", frames=6)  # 72 training samples in 9 shards
+    bad = src / "train" / "GOPR0374_11_00" / "sharp" / "000005.png"  # in the last shard
+    bad.write_bytes(bad.read_bytes()[:100])  # the size still reads from the header; the pixels do not
+    out = tmp_path / "broken" / "shards"
+    with pytest.raises(DataError, match=r"000005\.png") as info:
+        prepare_shards("gopro", src, out, crop_size=48, step=32, shard_size=8, workers=2, progress=False)
+    assert "Traceback" not in str(info.value) and len(terminated) == 1
+    assert not list(out.glob(".*.tmp*")) and not (out / "index.json").exists()
+    assert not (out / "train-000008.tar").exists() and (out / "train-000000.tar").is_file()
 
 
 @pytest.mark.slow  # a prepare subprocess, stopped by a real Ctrl-C

@@ -254,22 +254,20 @@ def _write_shard(job: _ShardJob) -> int:
     return len(job.samples)
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _init_worker() -> None:
-    """Worker process start: Ctrl-C reaches the whole process group, but the main process decides what happens
-    (it stops the pool); SIGTERM (the pool stopping) unwinds, so the shard being written loses its temporary file."""
+    """Worker process start: Ctrl-C reaches the whole process group, but the main process decides what happens."""
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cv2.setNumThreads(0)  # the processes are the parallelism
 
 
 def _run_jobs(jobs: list[_ShardJob], workers: int, progress: bool) -> None:
-    """Writes the shards: in a pool of ``workers`` processes (0: in this process), with a progress bar in samples."""
+    """Writes the shards: in a pool of ``workers`` processes (0: in this process), with a progress bar in samples.
+
+    Stopped early (Ctrl-C, or a shard that cannot be written), the pool's workers are killed and the temporary
+    files of the shards they were writing removed; finished shards are complete files and stay.
+    """
     from tqdm import tqdm
 
     pooled = [j for j in jobs if workers > 0 and not j.images.in_process_only]
@@ -278,10 +276,21 @@ def _run_jobs(jobs: list[_ShardJob], workers: int, progress: bool) -> None:
     with tqdm(total=sum(len(j.samples) for j in jobs), unit="sample", desc="prepare", disable=not progress) as bar:
         try:
             if pooled:
-                with multiprocessing.get_context().Pool(min(workers, len(pooled)), _init_worker) as pool:
+                pool = multiprocessing.get_context().Pool(min(workers, len(pooled)), _init_worker)
+                try:
                     for n in pool.imap_unordered(_write_shard, pooled):
                         bar.update(n)
                         done += 1
+                    pool.close()  # finished: the workers leave on their own, no signal needed
+                except BaseException:
+                    # SIGTERM with its default action: the workers die at once, mid-shard included. (A Python
+                    # handler here once hung CI: a SIGTERM that landed just before an idle worker blocked on the
+                    # task queue's lock was never handled, and terminate() waited for that worker forever.)
+                    pool.terminate()
+                    _remove_temporaries(pooled)
+                    raise
+                finally:
+                    pool.join()
             for job in local:
                 bar.update(_write_shard(job))
                 done += 1
@@ -290,6 +299,12 @@ def _run_jobs(jobs: list[_ShardJob], workers: int, progress: bool) -> None:
                 f"Interrupted: {done} of the {len(jobs)} shards to write were finished and are kept; no partial "
                 "shard was left. Run the same command again to write the rest (finished shards are skipped)."
             ) from None
+
+
+def _remove_temporaries(jobs: list[_ShardJob]) -> None:
+    """The temporary files of shards whose writers were killed (call once no worker is left)."""
+    for job in jobs:
+        remove_stale_temporaries(job.path.parent, job.path.name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
