@@ -5,7 +5,7 @@ interrupted preparation; corrupt shards; the epoch split."""
 from __future__ import annotations
 
 import json
-import multiprocessing.pool
+import multiprocessing
 import os
 import shutil
 import signal
@@ -41,6 +41,7 @@ from nafrestore.data import prepare as prepare_module
 from nafrestore.data.io import load_rgb_integer
 from nafrestore.engine import TrainingInterrupted, load_checkpoint, train
 from nafrestore.errors import ConfigError, DataError
+from nafrestore.utils.files import atomic_write
 
 TINY = ["model.name=nafnet", "model.width=4", "model.enc_blocks=[1,1]", "model.middle_blocks=0",
         "model.dec_blocks=[1,1]"]  # fmt: skip
@@ -437,25 +438,42 @@ def test_prepare_command(tmp_path):
     assert result.exit_code == 2 and "unknown format 'lmdb'" in result.output
 
 
-def test_a_finished_pool_is_closed_and_a_failed_one_killed_without_leftovers(tmp_path, monkeypatch):
-    # Pool.terminate() after the last shard hung CI for 90 minutes: its SIGTERM, landing just before an idle worker
-    # blocked on the task queue, was never handled by the workers' Python handler. A finished prepare closes the
-    # pool; a failure kills the workers (SIGTERM's default action) and removes what they were writing.
-    terminated = []
-    terminate = multiprocessing.pool.Pool.terminate
-    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", lambda pool: terminated.append(terminate(pool)))
+def _write_shard_or_die_in_shard_3(job):
+    """prepare's _write_shard, except that the worker writing train-000003.tar is killed halfway (as by the
+    out-of-memory killer). Module level, so the worker processes can unpickle it."""
+    if job.path.name == "train-000003.tar":
+        with atomic_write(job.path) as f:
+            f.write(b"half a shard")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _WRITE_SHARD(job)
+
+
+_WRITE_SHARD = prepare_module._write_shard
+
+
+def test_shard_writers_end_with_the_job_and_a_failure_leaves_no_partial_shard(tmp_path, monkeypatch):
+    # A finished prepare leaves no worker process behind (Pool.terminate() after the last shard once hung CI for
+    # 90 minutes: its SIGTERM, caught by a Python handler, missed an idle worker).
     dst = _prepare_gopro(tmp_path, workers=2)
-    assert not terminated and load_shard_index(dst)["splits"]["train"]["samples"] == 36
+    assert load_shard_index(dst)["splits"]["train"]["samples"] == 36 and not multiprocessing.active_children()
 
     src = _gopro(tmp_path / "broken" / "GOPRO_Large", frames=6)  # 72 training samples in 9 shards
     bad = src / "train" / "GOPR0374_11_00" / "sharp" / "000005.png"  # in the last shard
     bad.write_bytes(bad.read_bytes()[:100])  # the size still reads from the header; the pixels do not
     out = tmp_path / "broken" / "shards"
-    with pytest.raises(DataError, match=r"000005\.png") as info:
-        prepare_shards("gopro", src, out, crop_size=48, step=32, shard_size=8, workers=2, progress=False)
-    assert "Traceback" not in str(info.value) and len(terminated) == 1
+    settings = {"crop_size": 48, "step": 32, "shard_size": 8, "workers": 2, "progress": False}
+    with pytest.raises(DataError, match=r"000005\.png") as info:  # an error in a worker: its own message
+        prepare_shards("gopro", src, out, **settings)
+    assert "Traceback" not in str(info.value) and not multiprocessing.active_children()
     assert not list(out.glob(".*.tmp*")) and not (out / "index.json").exists()
     assert not (out / "train-000008.tar").exists() and (out / "train-000000.tar").is_file()
+
+    # A worker killed from outside: one message (a multiprocessing.Pool would wait forever for the lost shard).
+    monkeypatch.setattr(prepare_module, "_write_shard", _write_shard_or_die_in_shard_3)
+    with pytest.raises(DataError, match=r"A worker process died .* fewer --workers than the 2 used"):
+        prepare_shards("gopro", tmp_path / "GOPRO_Large", tmp_path / "killed", **settings)
+    assert not list((tmp_path / "killed").glob(".*.tmp*")) and not (tmp_path / "killed" / "train-000003.tar").exists()
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.slow  # a prepare subprocess, stopped by a real Ctrl-C

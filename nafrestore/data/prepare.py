@@ -34,7 +34,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,42 +263,65 @@ def _init_worker() -> None:
 
 
 def _run_jobs(jobs: list[_ShardJob], workers: int, progress: bool) -> None:
-    """Writes the shards: in a pool of ``workers`` processes (0: in this process), with a progress bar in samples.
+    """Writes the shards: in ``workers`` processes (0: in this process), with a progress bar in samples."""
+    from concurrent.futures.process import BrokenProcessPool
 
-    Stopped early (Ctrl-C, or a shard that cannot be written), the pool's workers are killed and the temporary
-    files of the shards they were writing removed; finished shards are complete files and stay.
-    """
     from tqdm import tqdm
 
     pooled = [j for j in jobs if workers > 0 and not j.images.in_process_only]
     local = [j for j in jobs if not (workers > 0 and not j.images.in_process_only)]
     done = 0
+
+    def finished(samples: int) -> None:
+        nonlocal done
+        bar.update(samples)
+        done += 1
+
     with tqdm(total=sum(len(j.samples) for j in jobs), unit="sample", desc="prepare", disable=not progress) as bar:
         try:
             if pooled:
-                pool = multiprocessing.get_context().Pool(min(workers, len(pooled)), _init_worker)
-                try:
-                    for n in pool.imap_unordered(_write_shard, pooled):
-                        bar.update(n)
-                        done += 1
-                    pool.close()  # finished: the workers leave on their own, no signal needed
-                except BaseException:
-                    # SIGTERM with its default action: the workers die at once, mid-shard included. (A Python
-                    # handler here once hung CI: a SIGTERM that landed just before an idle worker blocked on the
-                    # task queue's lock was never handled, and terminate() waited for that worker forever.)
-                    pool.terminate()
-                    _remove_temporaries(pooled)
-                    raise
-                finally:
-                    pool.join()
+                _write_in_processes(pooled, min(workers, len(pooled)), finished)
             for job in local:
-                bar.update(_write_shard(job))
-                done += 1
+                finished(_write_shard(job))
         except KeyboardInterrupt:
             raise PrepareInterrupted(
                 f"Interrupted: {done} of the {len(jobs)} shards to write were finished and are kept; no partial "
                 "shard was left. Run the same command again to write the rest (finished shards are skipped)."
             ) from None
+        except BrokenProcessPool:
+            raise DataError(
+                f"A worker process died while writing shards (killed by the system, most often for lack of "
+                f"memory: each worker holds one decoded image pair, or crashed). {done} of the {len(jobs)} shards "
+                f"were finished and are kept; no partial shard was left. Run the same command again with fewer "
+                f"--workers than the {workers} used (finished shards are skipped)."
+            ) from None
+
+
+def _write_in_processes(jobs: list[_ShardJob], workers: int, finished: Callable[[int], None]) -> None:
+    """:func:`_write_shard` for every job in ``workers`` processes, calling ``finished(samples)`` as each ends.
+
+    ``concurrent.futures``, not ``multiprocessing.Pool``: a worker killed from outside (the out-of-memory killer)
+    breaks the executor, which raises ``BrokenProcessPool``, where a pool silently waits forever for the lost
+    shard. Stopped early (Ctrl-C, an error, a dead worker), the other workers are killed at once and the
+    temporaries of the shards they were writing removed; finished shards are complete files and stay.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    others = set(multiprocessing.active_children())
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(), initializer=_init_worker)
+    try:
+        for future in as_completed([executor.submit(_write_shard, job) for job in jobs]):
+            finished(future.result())
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        ours = [p for p in multiprocessing.active_children() if p not in others]
+        for process in ours:
+            process.kill()  # SIGKILL: mid-shard included; the executor has no public way to stop running work
+        for process in ours:
+            process.join()
+        _remove_temporaries(jobs)
+        raise
+    executor.shutdown()
 
 
 def _remove_temporaries(jobs: list[_ShardJob]) -> None:
