@@ -313,12 +313,12 @@ def _write_in_processes(jobs: list[_ShardJob], workers: int, finished: Callable[
         for future in as_completed([executor.submit(_write_shard, job) for job in jobs]):
             finished(future.result())
     except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        ours = [p for p in multiprocessing.active_children() if p not in others]
-        for process in ours:
-            process.kill()  # SIGKILL: mid-shard included; the executor has no public way to stop running work
-        for process in ours:
-            process.join()
+        for process in multiprocessing.active_children():
+            if process not in others:
+                process.kill()  # SIGKILL, mid-shard included: the executor has no public way to stop running work
+        # The executor sees its workers die, fails what was pending and reaps them; waiting here for that (not
+        # joining them from this thread too, which raced it for the exit status) leaves no process behind.
+        executor.shutdown(wait=True, cancel_futures=True)
         _remove_temporaries(jobs)
         raise
     executor.shutdown()
