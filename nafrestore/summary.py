@@ -25,10 +25,12 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
     was_training = model.training
     model.eval()
     x = torch.zeros(1, in_channels, size, size, device=next(model.parameters()).device)
-    # Count the function, not a faster way to compute it: DilatedDepthwiseConv2d pads to a multiple of its dilation.
-    with plain_ops(model), FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    model.train(was_training)
+    try:
+        # Count the function, not a faster way to compute it: DilatedDepthwiseConv2d pads to a multiple of d.
+        with plain_ops(model), FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
     return counter.get_total_flops() // 2
 
 

@@ -150,7 +150,7 @@ def bench_folding(args: argparse.Namespace, device: torch.device) -> list[dict]:
         for i in range(3 if args.quick else 10):
             for name, (model, precision) in runs.items():  # alternate in one process
                 if name == "bf16" and not native and i > 0:
-                    continue  # emulated bf16 runs at about x0.05: one round says so, ten took most of an hour
+                    continue  # emulated bf16 (x0.06-0.1 here): one round shows it, nine more only add minutes
                 times[name].append(bench_fold.time_once(model, x, device, precision))
 
         def ratio(name: str, times: dict = times) -> float:  # per round, over the rounds both were timed

@@ -288,6 +288,16 @@ def test_lka_and_lska_macs_are_hand_derived(k):
     assert count_macs(lka, size) - count_macs(lka23, size) == (lka_dw - 74) * pixels_times_channels
 
 
+def test_count_macs_leaves_the_model_as_it_found_it_even_when_the_forward_fails():
+    model = create_model("lka_nafnet", **TINY["lka_nafnet"]).train()
+    switchable = [m for m in model.modules() if hasattr(m, "plain")]
+    assert switchable and not any(m.plain for m in switchable)
+    assert count_macs(model, 32) > 0
+    with pytest.raises(RuntimeError):
+        count_macs(model, 32, in_channels=5)  # the intro conv takes 3 channels
+    assert model.training and not any(m.plain for m in switchable)
+
+
 @pytest.mark.parametrize("k", [23, 35, 53])
 def test_lka_and_lska_parameter_counts_at_w12_are_hand_derived(k):
     # Only the gating units' depthwise convs differ from lka-nafnet-w12 (LKA 23: 25 + 49 weights and 2 biases per

@@ -438,6 +438,9 @@ def test_prepare_command(tmp_path):
     assert result.exit_code == 2 and "unknown format 'lmdb'" in result.output
 
 
+_WRITE_SHARD = prepare_module._write_shard
+
+
 def _write_shard_or_die_in_shard_3(job):
     """prepare's _write_shard, except that the worker writing train-000003.tar is killed halfway (as by the
     out-of-memory killer). Module level, so the worker processes can unpickle it."""
@@ -446,9 +449,6 @@ def _write_shard_or_die_in_shard_3(job):
             f.write(b"half a shard")
             os.kill(os.getpid(), signal.SIGKILL)
     return _WRITE_SHARD(job)
-
-
-_WRITE_SHARD = prepare_module._write_shard
 
 
 def test_shard_writers_end_with_the_job_and_a_failure_leaves_no_partial_shard(tmp_path, monkeypatch):

@@ -319,15 +319,10 @@ def _write_in_processes(jobs: list[_ShardJob], workers: int, finished: Callable[
         # The executor sees its workers die, fails what was pending and reaps them; waiting here for that (not
         # joining them from this thread too, which raced it for the exit status) leaves no process behind.
         executor.shutdown(wait=True, cancel_futures=True)
-        _remove_temporaries(jobs)
+        for job in jobs:  # no worker is left to be writing them
+            remove_stale_temporaries(job.path.parent, job.path.name)
         raise
     executor.shutdown()
-
-
-def _remove_temporaries(jobs: list[_ShardJob]) -> None:
-    """The temporary files of shards whose writers were killed (call once no worker is left)."""
-    for job in jobs:
-        remove_stale_temporaries(job.path.parent, job.path.name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
