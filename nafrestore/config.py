@@ -78,10 +78,11 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how training samples are cut."""
 
-    format: Literal["sample", "folder", "synthetic", "sidd", "gopro", "shards"] = _field(
+    format: Literal["sample", "folder", "synthetic", "frames", "sidd", "gopro", "shards"] = _field(
         "sample",
         "Dataset layout: `sample` (photographs shipped with scikit-image, degraded on the fly), `folder` (paired "
-        "lq/gt folders), `synthetic` (clean folders degraded on the fly), `sidd` (SIDD-Medium sRGB), `gopro`, "
+        "lq/gt folders), `synthetic` (clean folders degraded on the fly), `frames` (folders of consecutive sharp "
+        "video frames, averaged into blurry/sharp pairs as GoPro was made), `sidd` (SIDD-Medium sRGB), `gopro`, "
         "`shards` (tar shards written by `nafrestore prepare`, streamed).",
     )
     root: str | None = _field(
@@ -93,8 +94,19 @@ class DataConfig:
     train_gt: str | None = _field(None, "`folder`: ground-truth training images (matched by relative path/stem).")
     val_lq: str | None = _field(None, "`folder`: degraded validation images.")
     val_gt: str | None = _field(None, "`folder`: ground-truth validation images.")
-    train_dir: str | None = _field(None, "`synthetic`: folder of clean training images.")
-    val_dir: str | None = _field(None, "`synthetic`: folder of clean validation images.")
+    train_dir: str | None = _field(
+        None,
+        "`synthetic`: folder of clean training images. `frames`: folder of training sequences, each a folder of "
+        "one video's consecutive sharp frames in file-name order (clip1/000001.png, ...).",
+    )
+    val_dir: str | None = _field(None, "`synthetic`: folder of clean validation images. `frames`: of sequences.")
+    frames: tuple[int, int] = _field(
+        (7, 13),
+        "`frames`: the range [lo, hi] of the number K of consecutive frames averaged (in linear light, gamma 2.2) "
+        "into one blurry input, drawn per sample; the middle frame (frame K // 2) is the target. GoPro used 7-13 "
+        "frames of 240 fps video; scale K with the frame rate. Validation cuts each sequence into windows of hi "
+        "frames, K fixed per window.",
+    )
     shards: str | None = _field(
         None,
         "`shards`: the folder `nafrestore prepare` wrote (index.json and the .tar shards); every node needs it at "
@@ -106,11 +118,12 @@ class DataConfig:
     )
     degradations: list[dict[str, Any]] = _field(
         [{"type": "gaussian_noise", "sigma": 25}],
-        "`sample`/`synthetic`: degradation pipeline applied in order; each item has a `type` "
-        "(gaussian_noise, poisson_gaussian_noise, camera_noise, motion_blur, gaussian_blur, defocus_blur, jpeg, "
-        "one_of) and its parameters, plus an optional `p`, the probability of applying it. `one_of` picks one "
-        "nested pipeline per sample: `{type: one_of, weights: [0.7, 0.3], pipelines: [[...], [...]]}` (`[]` for "
-        "none, `shuffle: true` for a random step order). Random per training sample, fixed per validation image "
+        "`sample`/`synthetic`/`frames` (after averaging): degradation pipeline applied in order; each item has a "
+        "`type` (gaussian_noise, poisson_gaussian_noise, camera_noise, camera_shake, motion_blur, gaussian_blur, "
+        "defocus_blur, jpeg, one_of) and its parameters, plus an optional `p`, the probability of applying it. "
+        "`one_of` picks one nested pipeline per sample: "
+        "`{type: one_of, weights: [0.7, 0.3], pipelines: [[...], [...]]}` (`[]` for none, `shuffle: true` for a "
+        "random step order). Random per training sample, fixed per validation image "
         "(seeded by its name).",
     )
     patch_size: int = _field(256, "Side of the random square training crops (smaller images are reflect-padded).")
@@ -132,11 +145,14 @@ class DataConfig:
         _check_range("data.patch_size", self.patch_size, low=8)
         _check_range("data.num_workers", self.num_workers, low=0)
         _check_range("data.shuffle_buffer", self.shuffle_buffer, low=1)
+        if not 1 <= self.frames[0] <= self.frames[1]:
+            raise ConfigError(f"data.frames must be a range [lo, hi] with 1 <= lo <= hi; got {list(self.frames)}.")
         if self.val_max_images is not None:
             _check_range("data.val_max_images", self.val_max_images, low=1)
         needs = {
             "folder": ("train_lq", "train_gt", "val_lq", "val_gt"),
             "synthetic": ("train_dir", "val_dir"),
+            "frames": ("train_dir", "val_dir"),
             "sidd": ("root",),
             "gopro": ("root",),
             "shards": ("shards",),

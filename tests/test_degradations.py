@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from nafrestore.config import load_config
+from nafrestore.data.datasets import degraded_training_pair
 from nafrestore.data.degradations import (
     BAYER_PATTERNS,
     DEGRADATIONS,
     CameraNoise,
     CameraParams,
+    CameraShake,
     Degradation,
     OneOf,
     Pipeline,
@@ -24,14 +26,18 @@ from nafrestore.data.degradations import (
     motion_kernel,
     process,
     seed_for,
+    shake_kernel,
+    shake_trajectory,
     unprocess,
 )
+from nafrestore.data.degradations.blur import _smooth_masks
 from nafrestore.errors import ConfigError, DataError
 
 SPECS = {
     "gaussian_noise": {"sigma": [5, 50]},
     "poisson_gaussian_noise": {"peak": [5, 60], "sigma": [0, 5]},
     "motion_blur": {"kernel_size": 15},
+    "camera_shake": {"size": [3, 15], "regions": [1, 2]},
     "gaussian_blur": {"sigma": [0.5, 2.5]},
     "defocus_blur": {"radius": [1, 3]},
     "jpeg": {"quality": [10, 60]},
@@ -106,6 +112,114 @@ def test_poisson_noise_grows_with_signal():
     dark, bright = out[:32].std(), out[32:].std()
     assert dark == pytest.approx(np.sqrt(0.1 / 50), rel=0.1)
     assert bright == pytest.approx(np.sqrt(0.8 / 50), rel=0.1)
+
+
+def _support_side(kernel: np.ndarray) -> int:
+    rows, cols = np.nonzero(kernel > 0)
+    return int(max(np.ptp(rows), np.ptp(cols))) + 1
+
+
+def _straightness(kernel: np.ndarray) -> float:
+    """Smaller over larger eigenvalue of the kernel's weighted spatial covariance: ~0 for a straight segment."""
+    ys, xs = np.mgrid[: kernel.shape[0], : kernel.shape[1]]
+    w = kernel / kernel.sum()
+    my, mx = (w * ys).sum(), (w * xs).sum()
+    cov = np.array([[(w * (ys - my) ** 2).sum(), (w * (ys - my) * (xs - mx)).sum()], [0.0, (w * (xs - mx) ** 2).sum()]])
+    cov[1, 0] = cov[0, 1]
+    low, high = np.linalg.eigvalsh(cov)
+    return float(low / high)
+
+
+@pytest.mark.parametrize("size", [3, 11, 25, 41])
+def test_camera_shake_kernels_are_normalised_and_within_their_size(size):
+    shake = CameraShake(size=size)
+    rng = np.random.default_rng(size)
+    for _ in range(30):
+        k = shake.draw_kernel(rng)
+        assert k.dtype == np.float32 and k.min() >= 0
+        assert k.sum() == pytest.approx(1, abs=1e-5)
+        assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+        assert size - 1 <= _support_side(k) <= size
+
+
+def test_camera_shake_kernels_are_curved_paths_not_all_straight_lines():
+    curved = [_straightness(CameraShake(size=31).draw_kernel(np.random.default_rng(i))) for i in range(60)]
+    straight = [_straightness(CameraShake(size=31, anxiety=0).draw_kernel(np.random.default_rng(i))) for i in range(20)]
+    assert max(straight) < 0.01  # anxiety 0: the camera never turns, a line
+    assert np.mean(np.array(curved) > 0.05) > 0.3  # shake bends a good share of paths
+    assert min(curved) < 0.05  # and some stay nearly straight, as short exposures do
+
+
+def test_camera_shake_trajectory_is_constant_speed_and_starts_at_zero():
+    path = shake_trajectory(np.random.default_rng(0), anxiety=0.005)
+    steps = np.abs(np.diff(path))
+    assert path[0] == 0 and steps == pytest.approx(np.full_like(steps, 60 / (len(path) - 1)))
+
+
+def test_shake_kernel_is_centred_on_the_middle_of_the_exposure():
+    # A straight path sampled at equal times: mid-exposure is the path's middle, so the kernel's mass centre is
+    # its centre pixel; cut the exposure to the first half and mid-exposure moves to a quarter of the path.
+    path = np.linspace(0, 100, 1001).astype(np.complex128)
+    k = shake_kernel(path, extent=21)
+    ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
+    centre = k.shape[0] // 2
+    assert (k * xs).sum() == pytest.approx(centre, abs=0.05) and (k * ys).sum() == pytest.approx(centre, abs=1e-6)
+    bent = np.concatenate([np.linspace(0, 50, 501), 50 + 1j * np.linspace(0, 50, 501)[1:]])
+    k = shake_kernel(bent.astype(np.complex128), extent=21)
+    # mid-exposure is the corner: the kernel centre pixel holds the corner and the path leaves it on two sides
+    centre = k.shape[0] // 2
+    assert k[centre, centre] > 0 and k[centre, :centre].sum() > 0.4 and k[centre + 1 :, centre].sum() > 0.4
+
+
+def test_camera_shake_blurs_in_linear_light():
+    checker = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)[:, :, None].repeat(3, axis=2)
+    rng = np.random.default_rng(0)
+    linear = CameraShake(size=41, anxiety=0.01)(checker, rng)[16:-16, 16:-16]
+    encoded = CameraShake(size=41, anxiety=0.01, gamma=1)(checker, np.random.default_rng(0))[16:-16, 16:-16]
+    # Half the light of white is 0.5 in linear light, 0.5 ** (1 / 2.2) = 0.73 once encoded, not the 0.5 of a
+    # blur of the encoded values.
+    assert linear.mean() == pytest.approx(0.5 ** (1 / 2.2), abs=0.03)
+    assert encoded.mean() == pytest.approx(0.5, abs=0.03)
+    grey = np.full((48, 48, 3), 0.3, np.float32)
+    np.testing.assert_allclose(CameraShake(regions=3)(grey, rng), 0.3, atol=1e-5)  # flat stays flat
+
+
+def test_camera_shake_regions_blend_with_smooth_masks_that_sum_to_one():
+    masks = _smooth_masks(np.random.default_rng(0), 3, (128, 96))
+    assert masks.shape == (3, 128, 96) and masks.min() >= 0
+    np.testing.assert_allclose(masks.sum(axis=0), 1, atol=1e-5)
+    assert all(m.max() - m.min() > 0.3 for m in masks)  # each kernel dominates somewhere
+    assert max(np.abs(np.diff(masks, axis=1)).max(), np.abs(np.diff(masks, axis=2)).max()) < 0.1  # smoothly
+
+
+def test_blur_margins_add_up_through_pipelines_and_one_of():
+    shake = build_degradation([{"type": "camera_shake", "size": [3, 21]}])
+    assert shake.margin == 21
+    mixed = build_degradation(
+        [
+            {"type": "one_of", "pipelines": [[{"type": "gaussian_blur", "sigma": 2}], []], "p": 0.5},
+            {"type": "defocus_blur", "radius": 3},
+            {"type": "gaussian_noise", "sigma": 5},
+        ]
+    )
+    assert mixed.margin == 6 + 4
+    assert build_degradation([{"type": "jpeg"}, {"type": "camera_noise"}]).margin == 0
+
+
+def test_a_blurred_training_crop_reads_real_context_not_reflections(image):
+    # The crop is cut with the blur's margin and cropped back: its pixels are those of blurring the whole image.
+    degrade = build_degradation([{"type": "camera_shake", "size": 9, "gamma": 1.0}])
+    kernel = CameraShake(size=9, gamma=1.0)
+    big = np.tile(image, (2, 2, 1))  # 128 px: room for the crop and its margin
+    item = degraded_training_pair(big, degrade, np.random.default_rng(5), patch_size=32, flip=False, rot90=False)
+    lq, gt = item["lq"].permute(1, 2, 0).numpy(), item["gt"].permute(1, 2, 0).numpy()
+    # Find the crop in the image, then blur the whole image with the same kernel (drawn after the crop's draws).
+    top, left = next((y, x) for y in range(97) for x in range(97) if np.array_equal(big[y : y + 32, x : x + 32], gt))
+    rng = np.random.default_rng(5)
+    for _ in range(2):  # the crop's draws: top, then left
+        rng.integers(0, 128 - 32 - 2 * degrade.margin + 1)
+    whole = kernel(big, rng)
+    np.testing.assert_allclose(lq, whole[top : top + 32, left : left + 32], atol=1e-5)
 
 
 def test_kernels_are_normalised_and_centred():

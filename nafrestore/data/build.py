@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .datasets import PairedFolderDataset, PairedImageDataset, SIDDValidationDataset, SyntheticDataset, limit_dataset
+from .frames import AveragedFramesDataset, frame_sequences
 from .pairs import folder_images, gopro_pairs, sidd_train_pairs
 from .sample import sample_images, sample_weights
 from .shards import ShardTrainDataset, ShardValDataset
@@ -19,6 +20,8 @@ if TYPE_CHECKING:  # the config imports nothing from here at run time either way
     from ..config import DataConfig
 
 __all__ = ["build_datasets", "build_train_dataset", "build_val_dataset"]
+
+_UNKNOWN_FORMAT = "Unknown data.format {!r}; use sample, folder, synthetic, frames, sidd, gopro or shards."
 
 
 def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset | None]:
@@ -29,6 +32,8 @@ def build_datasets(cfg: DataConfig, *, seed: int) -> tuple[Dataset, Dataset | No
     * ``sample``: scikit-image's photographs (fixed split, see :mod:`.sample`), degraded by ``cfg.degradations``;
     * ``folder``: paired folders ``train_lq``/``train_gt`` and ``val_lq``/``val_gt``;
     * ``synthetic``: clean folders ``train_dir`` and ``val_dir`` degraded by ``cfg.degradations``;
+    * ``frames``: folders of video frame sequences ``train_dir`` and ``val_dir``, ``cfg.frames`` consecutive frames
+      averaged into a blurry input (see :mod:`.frames`), then degraded by ``cfg.degradations``;
     * ``sidd``: SIDD-Medium sRGB under ``root`` (``Data/`` for training, the validation ``.mat`` blocks);
     * ``gopro``: GoPro under ``root`` (``train/`` for training, ``test/`` for validation);
     * ``shards``: the folder ``nafrestore prepare`` wrote (``shards``), streamed (see :mod:`.shards`); validation
@@ -61,6 +66,9 @@ def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     if cfg.format == "synthetic":
         paths, names = folder_images(cfg.train_dir, "data.train_dir")  # type: ignore[arg-type]
         return SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache, **crops)
+    if cfg.format == "frames":
+        sequences = frame_sequences(cfg.train_dir, "data.train_dir", cfg.frames[0])  # type: ignore[arg-type]
+        return AveragedFramesDataset(sequences, cfg.frames, cfg.degradations, seed=seed, cache=cfg.cache, **crops)
     if cfg.format == "sidd":
         return PairedImageDataset(sidd_train_pairs(cfg.root), cache=cfg.cache, **crops)  # type: ignore[arg-type]
     if cfg.format == "gopro":
@@ -68,7 +76,7 @@ def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     if cfg.format == "shards":
         folder: str = cfg.shards  # type: ignore[assignment]  # set: the config checks it
         return ShardTrainDataset(folder, shuffle_buffer=cfg.shuffle_buffer, degradations=cfg.degradations, **crops)
-    raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd, gopro or shards.")
+    raise DataError(_UNKNOWN_FORMAT.format(cfg.format))
 
 
 def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
@@ -84,6 +92,9 @@ def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     elif cfg.format == "synthetic":
         paths, names = folder_images(cfg.val_dir, "data.val_dir")  # type: ignore[arg-type]
         val = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache)
+    elif cfg.format == "frames":
+        sequences = frame_sequences(cfg.val_dir, "data.val_dir", cfg.frames[1])  # type: ignore[arg-type]
+        val = AveragedFramesDataset(sequences, cfg.frames, cfg.degradations, seed=seed, cache=cfg.cache)
     elif cfg.format == "sidd":
         val = SIDDValidationDataset(cfg.root)  # type: ignore[arg-type]
     elif cfg.format == "gopro":
@@ -91,5 +102,5 @@ def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     elif cfg.format == "shards":
         val = ShardValDataset(cfg.shards, degradations=cfg.degradations, seed=seed)  # type: ignore[arg-type]
     else:
-        raise DataError(f"Unknown data.format {cfg.format!r}; use sample, folder, synthetic, sidd, gopro or shards.")
+        raise DataError(_UNKNOWN_FORMAT.format(cfg.format))
     return limit_dataset(val, cfg.val_max_images)

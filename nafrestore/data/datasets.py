@@ -96,11 +96,19 @@ def degraded_training_pair(
     rot90: bool,
 ) -> dict[str, torch.Tensor]:
     """A training item from a clean (H, W, 3) image: a random crop and symmetry, then ``degrade`` with the same
-    generator (cheaper than degrading whole images). ``{"lq", "gt": (3, P, P) float32 in [0, 1]}``."""
-    (crop,) = random_crop([clean], patch_size, rng)
+    generator (cheaper than degrading whole images). ``{"lq", "gt": (3, P, P) float32 in [0, 1]}``.
+
+    The crop is cut ``degrade.margin`` pixels larger on each side and cropped back after degrading, so a blur
+    reads real image content at the patch borders (as it does in a whole photograph), not reflected pixels.
+    """
+    m = degrade.margin
+    (crop,) = random_crop([clean], patch_size + 2 * m, rng)
     (crop,) = random_dihedral([crop], rng, flip=flip, rot90=rot90)
-    gt = to_float(np.ascontiguousarray(crop))
-    return {"lq": to_tensor(degrade(gt, rng)), "gt": to_tensor(gt)}
+    clean = to_float(np.ascontiguousarray(crop))
+    lq = degrade(clean, rng)
+    if m:
+        lq, clean = lq[m:-m, m:-m], clean[m:-m, m:-m]
+    return {"lq": to_tensor(lq), "gt": to_tensor(clean)}
 
 
 def degraded_validation_pair(clean: np.ndarray, degrade: Degradation, *, name: str, seed: int) -> dict[str, Any]:
@@ -293,9 +301,10 @@ class SyntheticDataset(_PairDataset):
     """Clean images degraded on the fly: the degraded version is the input, the clean one the target.
 
     Training (``patch_size`` set): crop and symmetry first, then degrade the crop with the sample's generator
-    (cheaper than degrading whole images; blur near crop borders uses reflected pixels, which is fine for
-    training). Validation (``patch_size=None``): each whole image is degraded with a generator seeded by
-    :func:`~nafrestore.data.degradations.seed_for` ``(name, seed)``, so it is identical in every run and process.
+    (cheaper than degrading whole images; the crop carries the degradation's ``margin`` of context, see
+    :func:`degraded_training_pair`). Validation (``patch_size=None``): each whole image is degraded with a
+    generator seeded by :func:`~nafrestore.data.degradations.seed_for` ``(name, seed)``, so it is identical in every
+    run and process.
 
     Args:
         images: clean images: paths, (H, W, 3) arrays (float in [0, 1], or uint8/uint16) or (3, H, W) tensors;
