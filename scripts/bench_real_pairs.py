@@ -1,0 +1,354 @@
+"""Real degraded/clean pairs: score the input, a classical baseline and trained models, for noise or for blur.
+
+    python scripts/bench_real_pairs.py noise ../shared/data/polyu-real-noise/noisy \\
+        ../shared/data/polyu-real-noise/clean --model default --out bench/real-noise
+    python scripts/bench_real_pairs.py blur ../shared/data/gopro-motion-blur/blur \\
+        ../shared/data/gopro-motion-blur/sharp --model deblur --model default --out bench/real-blur
+
+Pairs ``INPUT_DIR/NAME.*`` with ``CLEAN_DIR/NAME.*`` by file stem and, for each method, computes the PSNR and SSIM
+of every image against its clean reference with ``nafrestore.metrics`` (RGB, rounded to 8 bits, no border crop: the
+project's conventions). An image's group is the first ``_``-separated field of its name: the camera of a PolyU
+crop (``Canon5D2_5_160_3200_chair_11``), the video of a GoPro pair (``GOPR0374_11_00_...``).
+
+Methods, in this order:
+
+* the input itself (``noisy input`` / ``blurry input``);
+* the task's classical baseline:
+
+  - noise: ``NLM (blind)``, OpenCV ``fastNlMeansDenoisingColored(bgr, None, h, h, 7, 21)`` with ``h = 8 * sigma``
+    per image, ``sigma = skimage.restoration.estimate_sigma(rgb_uint8, channel_axis=-1, average_sigmas=True)``
+    (the wavelet MAD estimate on the 0-255 scale). The factor 8 is needed because that estimate only sees the
+    finest wavelet scale, where camera JPEG compression and demosaicing have removed most of the noise (it reads
+    0.1-1.6 levels on PolyU): with ``h = sigma`` NLM leaves the images almost unchanged. ``--nlm-factor``
+    changes the 8.
+  - blur: ``unsharp mask``, ``img + amount * (img - GaussianBlur(img, radius))``, with the radius and amount that
+    give the best mean PSNR on the training photographs of the sample split blurred by ``camera_shake`` with its
+    default ranges (seeded per photograph): tuned there, never on the pairs it is scored on.
+
+* each ``--model``: a registry name, run directory, checkpoint (``.pt``) or ``.safetensors`` export, loaded with
+  ``nafrestore.load_model`` and applied to the whole image with ``nafrestore.restore`` (fp32).
+
+Two checks on the 4 held-out validation photographs of the sample split (never trained on) follow, for every
+method: **no harm**, the photographs restored without any degradation, scored against themselves (lowest and mean
+PSNR; ``--no-harm-dir`` adds a folder of clean photographs, e.g. PolyU's ``clean/``); and for blur, **synthetic
+camera shake** of each size class (small 3-13 px, medium 13-27 px, large 27-41 px; one kernel per photograph,
+seeded by its name).
+
+Writes ``OUT.json`` (settings, per-method summaries overall and per group, per-image values, the checks) and
+``OUT.md`` (the command, then the tables; per pair too when there are at most 20 pairs). ``estimate_sigma`` needs
+PyWavelets (in the project's test extras, which ``make install`` installs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from skimage.restoration import estimate_sigma
+
+import nafrestore
+from nafrestore.data.degradations import build_degradation, seed_for
+from nafrestore.data.io import load_image
+from nafrestore.data.sample import sample_images
+from nafrestore.metrics import psnr, ssim
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+NLM_FACTOR = 8.0  # h = NLM_FACTOR * estimate_sigma (0-255 scale); see the module docstring
+USM_RADII = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+USM_AMOUNTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+SHAKE_CLASSES = {"small": [3, 13], "medium": [13, 27], "large": [27, 41]}
+PER_PAIR_LIMIT = 20  # per-pair tables in the markdown up to this many pairs
+Method = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB
+
+
+@dataclass
+class Task:
+    input_label: str
+    baseline: Callable[[argparse.Namespace], tuple[str, Method, str]]  # -> (label, method, description)
+    synthetic: bool  # score synthetic camera shake of each size class
+
+
+def find_pairs(input_dir: Path, clean_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(stem, input path, clean path) for every stem present in both folders, sorted by stem."""
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        return {p.stem: p for p in sorted(files)}
+
+    degraded, clean = by_stem(input_dir), by_stem(clean_dir)
+    stems = sorted(set(degraded) & set(clean))
+    if not stems:
+        sys.exit(f"no image stem is in both {input_dir} and {clean_dir}")
+    for label, missing in (("clean", set(degraded) - set(clean)), ("input", set(clean) - set(degraded))):
+        if missing:
+            print(f"warning: {len(missing)} images have no {label} partner and are skipped", file=sys.stderr)
+    return [(s, degraded[s], clean[s]) for s in stems]
+
+
+def group_of(stem: str) -> str:
+    return stem.split("_", 1)[0]
+
+
+def read_uint8(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, read with the project's reader (EXIF-oriented, gray stacked to 3 channels)."""
+    return to_uint8(load_image(path).rgb)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Baselines
+
+
+def nlm_method(factor: float) -> Method:
+    def run(rgb: np.ndarray) -> np.ndarray:
+        h = factor * float(estimate_sigma(rgb, channel_axis=-1, average_sigmas=True))
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        return cv2.fastNlMeansDenoisingColored(bgr, None, h, h, 7, 21)[:, :, ::-1]
+
+    return run
+
+
+def nlm_baseline(args: argparse.Namespace) -> tuple[str, Method, str]:
+    description = (
+        f"NLM: OpenCV `fastNlMeansDenoisingColored(img, None, h, h, 7, 21)`, h = {args.nlm_factor:g} * "
+        "estimate_sigma(img, channel_axis=-1, average_sigmas=True) on the 0-255 scale"
+    )
+    return f"NLM (blind, h = {args.nlm_factor:g} sigma)", nlm_method(args.nlm_factor), description
+
+
+def unsharp_mask(rgb: np.ndarray, radius: float, amount: float) -> np.ndarray:
+    """``img + amount * (img - GaussianBlur(img, radius))`` on (H, W, 3) uint8, rounded back to uint8."""
+    img = rgb.astype(np.float32) / 255.0
+    blurred = cv2.GaussianBlur(img, (0, 0), radius, borderType=cv2.BORDER_REFLECT_101)
+    return to_uint8(img + amount * (img - blurred))
+
+
+def shaken(images: list[tuple[str, np.ndarray]], sizes: list[int] | None, seed: int) -> list[tuple[str, np.ndarray]]:
+    """Each (name, float image) blurred by one ``camera_shake`` kernel (``sizes``: its size range; None for the
+    defaults), seeded by the name, as uint8."""
+    spec = {"type": "camera_shake"} if sizes is None else {"type": "camera_shake", "size": sizes}
+    blur = build_degradation([spec])
+    return [(name, to_uint8(blur(img, np.random.default_rng(seed_for(name, seed))))) for name, img in images]
+
+
+def usm_baseline(args: argparse.Namespace) -> tuple[str, Method, str]:
+    """Unsharp masking with the radius and amount of best mean PSNR on the blurred training photographs."""
+    train = sample_images("train")
+    blurred = shaken(train, None, seed=0)
+    clean = [to_uint8(img) for _, img in train]
+    best = (-np.inf, 0.0, 0.0)
+    for radius in USM_RADII:
+        for amount in USM_AMOUNTS:
+            mean = np.mean(
+                [score(unsharp_mask(b, radius, amount), c)[0] for (_, b), c in zip(blurred, clean, strict=True)]
+            )
+            best = max(best, (float(mean), radius, amount))
+    _, radius, amount = best
+    description = (
+        f"unsharp mask: `img + amount * (img - GaussianBlur(img, radius))`, radius {radius:g} px, amount "
+        f"{amount:g}: the best mean PSNR ({best[0]:.2f} dB) over radii {list(USM_RADII)} and amounts "
+        f"{list(USM_AMOUNTS)} on the {len(train)} training photographs of the sample split, each blurred by "
+        "camera_shake (default ranges)"
+    )
+    print(description)
+    return f"unsharp mask (r {radius:g}, amount {amount:g})", lambda rgb: unsharp_mask(rgb, radius, amount), description
+
+
+TASKS = {
+    "noise": Task("noisy input", nlm_baseline, synthetic=False),
+    "blur": Task("blurry input", usm_baseline, synthetic=True),
+}
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def model_method(source: str) -> Method:
+    model = nafrestore.load_model(source, device="cpu")
+
+    def run(rgb: np.ndarray) -> np.ndarray:
+        return nafrestore.restore(model, rgb)
+
+    return run
+
+
+def score(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """PSNR and SSIM of one uint8 RGB pair (nafrestore.metrics, 8-bit, RGB, no crop)."""
+    x = torch.from_numpy(np.ascontiguousarray(pred)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(np.ascontiguousarray(gt)).permute(2, 0, 1)[None]
+    return float(psnr(x, y)[0]), float(ssim(x, y)[0])
+
+
+def mean_scores(rows: list[dict]) -> dict:
+    """Mean PSNR/SSIM of rows (infinite PSNRs of identical images left out of the mean), lowest PSNR, count."""
+    finite = [r["psnr"] for r in rows if np.isfinite(r["psnr"])]
+    return {
+        "psnr": float(np.mean(finite)) if finite else float("inf"),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "lowest_psnr": float(min(r["psnr"] for r in rows)),
+        "n": len(rows),
+    }
+
+
+def score_all(method: Method | None, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict]:
+    rows = []
+    for stem, degraded, clean in pairs:
+        p, s = score(degraded if method is None else method(degraded), clean)
+        rows.append({"name": stem, "group": group_of(stem), "psnr": p, "ssim": s})
+    return rows
+
+
+def run_method(name: str, method: Method | None, pairs: list, checks: dict[str, list]) -> dict:
+    """Scores a method on the real pairs and on each check's pairs (``{check: [(name, input, clean), ...]}``)."""
+    t0 = time.perf_counter()
+    rows = score_all(method, pairs)
+    seconds = time.perf_counter() - t0
+    groups = sorted({r["group"] for r in rows})
+    result = {
+        "method": name,
+        "overall": mean_scores(rows),
+        "per_group": {g: mean_scores([r for r in rows if r["group"] == g]) for g in groups},
+        "seconds": round(seconds, 1),
+        "images": rows,
+        "checks": {check: mean_scores(score_all(method, check_pairs)) for check, check_pairs in checks.items()},
+    }
+    print(f"{name}: PSNR {result['overall']['psnr']:.2f} dB, SSIM {result['overall']['ssim']:.4f} ({seconds:.0f} s)")
+    return result
+
+
+def build_checks(task: Task, no_harm_dir: Path | None) -> dict[str, list]:
+    """The held-out checks: no harm on the validation photographs (and ``no_harm_dir``), synthetic shake."""
+    val = sample_images("val")
+    clean = [(name, to_uint8(img)) for name, img in val]
+    checks = {"no harm, 4 validation photographs": [(n, c, c) for n, c in clean]}
+    if no_harm_dir is not None:
+        photos = [(p.stem, read_uint8(p)) for p in sorted(no_harm_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        checks[f"no harm, {len(photos)} photographs of {no_harm_dir}"] = [(n, c, c) for n, c in photos]
+    if task.synthetic:
+        for label, sizes in SHAKE_CLASSES.items():
+            blurred = shaken(val, sizes, seed=0)
+            checks[f"camera shake {label} ({sizes[0]}-{sizes[1]} px)"] = [
+                (n, b, c) for (n, b), (_, c) in zip(blurred, clean, strict=True)
+            ]
+    return checks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def markdown(task_name: str, results: list[dict], command: str, settings: dict) -> str:
+    groups = list(results[0]["per_group"])
+    first = results[0]
+    head = ["method", f"all ({first['overall']['n']})", *(f"{g} ({first['per_group'][g]['n']})" for g in groups)]
+    lines = [
+        f"# Real {task_name} benchmark",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"{settings['n_images']} degraded/clean pairs matched by file stem; group = first `_` field of the name. "
+        "Mean over images, RGB rounded to 8 bits, no border crop (`nafrestore.metrics`). "
+        f"Baseline: {settings['baseline']}.",
+    ]
+    for metric, unit, fmt in (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}")):
+        lines += ["", f"**{unit}**", "", "| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+        for r in results:
+            values = [r["overall"][metric], *(r["per_group"][g][metric] for g in groups)]
+            lines.append(f"| {r['method']} | " + " | ".join(fmt.format(v) for v in values) + " |")
+    if first["overall"]["n"] <= PER_PAIR_LIMIT:
+        names = [row["name"] for row in first["images"]]
+        lines += ["", "**PSNR (dB) per pair**, and each method's lowest gain over the input", ""]
+        lines += ["| pair | " + " | ".join(r["method"] for r in results) + " |"]
+        lines += ["| --- |" + " ---: |" * len(results)]
+        for i, name in enumerate(names):
+            lines.append(f"| {name} | " + " | ".join(f"{r['images'][i]['psnr']:.2f}" for r in results) + " |")
+        worst = [min(r["images"][i]["psnr"] - first["images"][i]["psnr"] for i in range(len(names))) for r in results]
+        lines.append("| lowest gain over the input | " + " | ".join(f"{w:+.2f}" for w in worst) + " |")
+    checks = list(first["checks"])
+    lines += [
+        "",
+        "**Held-out checks** (the sample split's validation photographs, never trained on): PSNR (dB) mean / lowest. "
+        "No harm scores a clean photograph's output against the photograph itself.",
+        "",
+        "| method | " + " | ".join(checks) + " |",
+        "| --- |" + " ---: |" * len(checks),
+    ]
+    for r in results:
+        cells = [f"{r['checks'][c]['psnr']:.2f} / {r['checks'][c]['lowest_psnr']:.2f}" for c in checks]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("input_dir", type=Path, help="degraded images (noisy or blurry)")
+    parser.add_argument("clean_dir", type=Path)
+    parser.add_argument("--model", action="append", default=[], help="name, run dir, .pt or .safetensors (repeat)")
+    parser.add_argument("--label", action="append", default=[], help="table label of each --model, in order")
+    parser.add_argument("--out", default=None, help="output path without extension (default bench/real-TASK)")
+    parser.add_argument("--nlm-factor", type=float, default=NLM_FACTOR, help="noise: h = factor * estimate_sigma")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
+    parser.add_argument("--no-input", action="store_true", help="skip the input row (quick model checks)")
+    parser.add_argument("--no-harm-dir", type=Path, default=None, help="clean photographs for the no-harm check")
+    parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: theirs)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (quick checks)")
+    args = parser.parse_args()
+    if args.label and len(args.label) != len(args.model):
+        parser.error("give one --label per --model, or none")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    task = TASKS[args.task]
+    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+    pairs = [(s, read_uint8(n), read_uint8(c)) for s, n, c in find_pairs(args.input_dir, args.clean_dir)]
+    pairs = pairs[: args.limit] if args.limit else pairs
+    checks = build_checks(task, args.no_harm_dir)
+    results = [] if args.no_input else [run_method(task.input_label, None, pairs, checks)]
+    baseline = "none"
+    if not args.no_baseline:
+        label, method, baseline = task.baseline(args)
+        results.append(run_method(label, method, pairs, checks))
+    labels = args.label or args.model
+    for label, source in zip(labels, args.model, strict=True):
+        results.append(run_method(label, model_method(source), pairs, checks))
+
+    settings = {
+        "task": args.task,
+        "input_dir": str(args.input_dir),
+        "clean_dir": str(args.clean_dir),
+        "n_images": len(pairs),
+        "metrics": "nafrestore.metrics psnr/ssim, RGB, 8-bit, crop_border 0",
+        "baseline": baseline,
+        "models": dict(zip(labels, args.model, strict=True)),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    out = Path(args.out or f"bench/real-{args.task}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"command": command, "settings": settings, "results": results}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(args.task, results, command, settings))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
