@@ -80,7 +80,8 @@ def infer(*args: str):
 
 def test_infer_folder_keeps_format_depth_channels_alpha_and_reports_failures(tmp_path, folder, ckpt, model):
     out = tmp_path / "out"
-    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    # fp32 as the array API below computes it: auto may pick bf16 on a CPU with native bf16 (AVX512-BF16).
+    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt), "--precision", "fp32")
     assert result.exit_code == 1, result.output
     assert "restored 4, skipped 0 (output exists), failed 2" in result.output
     assert "corrupt.png" in result.output and "notes.jpg" in result.output

@@ -174,7 +174,7 @@ class GaussianHighPass(nn.Module):
 
     Used on a network's residual so that it can only change fine structure: a denoiser trained on synthetic noise
     otherwise learns colour and brightness shifts of large areas that real photographs don't need (measured on
-    PolyU, ``bench/real-noise-recipes.md``). A separable depthwise convolution with a kernel of radius
+    PolyU, ``bench/real-noise-recipes.md``). A separable Gaussian (sums of shifted copies) with a kernel of radius
     ``ceil(3 * sigma)`` and replicate padding (valid for any image size); no parameters, so checkpoint keys are
     unchanged. Shapes: (B, C, H, W) -> (B, C, H, W).
     """
@@ -189,13 +189,20 @@ class GaussianHighPass(nn.Module):
         self.register_buffer("taps", taps / taps.sum(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        r = self.taps.numel() // 2
-        taps = self.taps.to(x.dtype)
-        low = F.pad(x, (r, r, r, r), mode="replicate")
-        low = F.conv2d(low, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        low = F.conv2d(low, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return x - low
+        # A sum of shifted copies in float32, not a depthwise convolution: under bf16 autocast on a CPU with
+        # AVX512-BF16, oneDNN spent minutes JIT-compiling its bf16 kernel for these long taps (for each new image
+        # size), and the filter of a 3-channel residual costs a few percent of the network in float32.
+        h, w = x.shape[2], x.shape[3]
+        taps = self.taps
+        r = taps.shape[0] // 2
+        padded = F.pad(x.float(), (r, r, r, r), mode="replicate")
+        rows = taps[0] * padded[:, :, :, 0:w]
+        for i in range(1, taps.shape[0]):  # a plain loop: TorchScript scripts it
+            rows = rows + taps[i] * padded[:, :, :, i : i + w]
+        low = taps[0] * rows[:, :, 0:h, :]
+        for i in range(1, taps.shape[0]):
+            low = low + taps[i] * rows[:, :, i : i + h, :]
+        return (x.float() - low).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
