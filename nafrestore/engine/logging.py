@@ -24,6 +24,7 @@ from ..utils.files import atomic_write, make_folder
 
 LOGGER_NAME = "nafrestore"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_FILE_ONLY = "nafrestore_file_only"  # a log record's attribute: written to train.log, not shown on the console
 
 
 class _TqdmHandler(logging.Handler):
@@ -118,6 +119,7 @@ class RunLogger:
         file_handler.setFormatter(logging.Formatter(_FORMAT))
         console: logging.Handler = logging.StreamHandler(sys.stderr) if quiet else _TqdmHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
+        console.addFilter(lambda record: not getattr(record, _FILE_ONLY, False))
         for handler in (file_handler, console):
             handler.setLevel(logging.INFO)
             self.logger.addHandler(handler)
@@ -154,7 +156,10 @@ class RunLogger:
         self.logger.warning(msg if self.enabled else f"[rank != 0] {msg}")
 
     def error(self, msg: str) -> None:
-        self.logger.error(msg)
+        """Record the error that ends the run in ``train.log``. Not on the console: the exception carries the
+        message to the caller, and the command line prints it once (a log line as well showed it twice)."""
+        if self.enabled:
+            self.logger.error(msg, extra={_FILE_ONLY: True})
 
     # -- records -------------------------------------------------------------------------------------------------
 
