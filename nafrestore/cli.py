@@ -277,7 +277,8 @@ def _print_weights(weights_dir: Path | None) -> None:
 def _fetch_named(names: list[str], weights_dir: Path | None) -> None:
     """``models --download``: registry models and metric weight files, by name."""
     from .metrics.weights import KNOWN_WEIGHTS, resolve_weights
-    from .models.pretrained import find_pretrained, pretrained_file
+    from .models.pretrained import find_pretrained, model_names, pretrained_file
+    from .registry import did_you_mean
 
     for name in names:
         if name in KNOWN_WEIGHTS:
@@ -285,8 +286,10 @@ def _fetch_named(names: list[str], weights_dir: Path | None) -> None:
         elif find_pretrained(name) is not None:
             path = pretrained_file(name)
         else:
+            hint = did_you_mean(name, [*model_names(), *KNOWN_WEIGHTS])
             raise NafrestoreError(
-                f"--download {name}: not a pretrained model or metric weights file. `nafrestore models` lists both."
+                f"--download {name}: not a pretrained model or metric weights file.{hint} `nafrestore models` lists "
+                f"both."
             )
         typer.echo(f"{name}: {path}")
 

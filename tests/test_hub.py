@@ -453,10 +453,31 @@ def test_models_lists_the_registry_and_weights_points_to_it(tiny, home):
     assert "checksum mismatch" in row
 
     result = runner.invoke(app, ["models", "--download", "no-such-model"])
-    assert result.exit_code == 2 and "nafrestore models" in result.output
+    assert result.exit_code == 2 and "nafrestore models" in result.output and "Did you mean" not in result.output
     result = runner.invoke(app, ["weights"])
     assert result.exit_code == 0 and "alexnet-owt-7be5be79.pth" in result.output
     assert "`nafrestore models`" in result.output
+
+
+def test_a_misspelt_model_name_is_answered_with_the_nearest_one(tmp_path):
+    src = images(tmp_path / "in", 1)
+    for option in ("--model", "--ckpt"):
+        result = runner.invoke(app, ["infer", str(src), "-o", str(tmp_path / "out"), option, "nafnet-sidd-widht32"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            "error: nafnet-sidd-widht32 does not exist, and it is not a pretrained model's name. Did you mean "
+            "'nafnet-sidd-width32'? Give a model name (`nafrestore models` lists them), a checkpoint file "
+            "(.pt/.pth/.safetensors) or a run directory written by `nafrestore train`.\n"
+        )
+    result = runner.invoke(app, ["models", "--download", "nafnet-sidd-widht32"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --download nafnet-sidd-widht32: not a pretrained model or metric weights file. Did you mean "
+        "'nafnet-sidd-width32'? `nafrestore models` lists both.\n"
+    )
+    result = runner.invoke(app, ["models", "--download", "alexnet-owt-7be5be79"])  # a weights file's name
+    assert result.exit_code == 2 and "Did you mean 'alexnet-owt-7be5be79.pth'?" in result.stderr
+    assert not list(tmp_path.glob("out*"))
 
 
 # ------------------------------------------------------------------------------------------------------------
