@@ -40,6 +40,13 @@ def user_errors() -> Iterator[None]:
 _OFFLINE_HELP = "Download nothing: use only cached or hand-placed files (also: NAFRESTORE_OFFLINE=1)."
 
 
+def _strength(value: float) -> float:
+    """``--strength``: a number in [0, 1] (typer's own range check lets NaN through to a misleading message)."""
+    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise typer.BadParameter(f"must be a number in 0..1 (0: the input, 1: fully restored), got {value}.")
+    return value
+
+
 @contextlib.contextmanager
 def downloads(offline: bool, quiet: bool = False) -> Iterator[None]:
     """Download settings for one command: ``--offline`` forbids downloads (without it ``$NAFRESTORE_OFFLINE``
@@ -379,7 +386,7 @@ def infer(
     ),
     batch: int = typer.Option(1, "--batch", min=1, help="Same-size images per forward pass."),
     strength: float = typer.Option(
-        1.0, "--strength", min=0.0, max=1.0, help="1: fully restored, 0: the input, between: a blend of the two."
+        1.0, "--strength", callback=_strength, help="1: fully restored, 0: the input, between: a blend of the two."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
