@@ -2,7 +2,8 @@
 
 Only rank 0 writes (other ranks get a disabled :class:`RunLogger`). Files in the run directory:
 
-* ``train.log``: the Python log (``logging.getLogger("nafrestore")``), also shown on the console;
+* ``train.log``: the Python log (``logging.getLogger("nafrestore")``), also shown on the console, except the error
+  that ends a run (the command prints that one);
 * ``metrics.jsonl``: one JSON object per line, ``{"step", "loss", "lr", "it_s", ...}`` per log step and
   ``{"step", "val/psnr", "val/ssim", ...}`` per validation; on resume, lines past the resumed step are dropped;
 * ``tensorboard/``: the same scalars as TensorBoard events (when ``tensorboard`` is installed);
