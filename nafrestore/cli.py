@@ -9,10 +9,12 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from .errors import NafrestoreError
+from .utils.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, ENV_MAX_IMAGE_MEGAPIXELS, LIMIT_OPTION, image_limit
 
 app = typer.Typer(
     name="nafrestore",
@@ -38,6 +40,22 @@ def user_errors() -> Iterator[None]:
 
 
 _OFFLINE_HELP = "Download nothing: use only cached or hand-placed files (also: NAFRESTORE_OFFLINE=1)."
+_LIMIT_HELP = (
+    f"Refuse images of more megapixels, unread: a guard against decompression bombs (default "
+    f"{DEFAULT_MAX_IMAGE_MEGAPIXELS:g}; also {ENV_MAX_IMAGE_MEGAPIXELS}; inf: no limit)."
+)
+
+
+def _image_limit_option() -> Any:
+    """``--max-image-megapixels``, the same option on every command that reads images (see :mod:`.utils.limits`)."""
+    return typer.Option(None, LIMIT_OPTION, help=_LIMIT_HELP)
+
+
+def _strength(value: float) -> float:
+    """``--strength``: a number in [0, 1] (typer's own range check lets NaN through to a misleading message)."""
+    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise typer.BadParameter(f"must be a number in 0..1 (0: the input, 1: fully restored), got {value}.")
+    return value
 
 
 @contextlib.contextmanager
@@ -65,6 +83,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in the run directory."),
     quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bar."),
     offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
+    max_image_mp: float | None = _image_limit_option(),
 ) -> None:
     """Train a model from a YAML config (model.init_from: NAME fine-tunes a pretrained model); prints the run
     directory."""
@@ -73,7 +92,7 @@ def train(
     from .engine import config_for_resume
     from .engine import train as train_run
 
-    with user_errors(), downloads(offline, quiet):  # Ctrl-C / SIGTERM save last.pt and exit 130 / 143
+    with user_errors(), downloads(offline, quiet), image_limit(max_image_mp):  # Ctrl-C / SIGTERM: exit 130 / 143
         if config is not None and config.suffix not in (".yaml", ".yml") and "=" in str(config):
             overrides, config = [str(config), *(overrides or [])], None
         if config is None and resume is None:
@@ -108,12 +127,13 @@ def prepare(
     ),
     compression: int = typer.Option(1, "--png-compression", min=0, max=9, help="PNG (zlib) level, 0-9."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    max_image_mp: float | None = _image_limit_option(),
 ) -> None:
     """Crop a dataset into overlapping sub-images and write them as tar shards (lossless PNG pairs) with an index,
     for `data.format: shards`; a re-run skips the finished shards."""
     from .data.prepare import prepare_shards
 
-    with user_errors():
+    with user_errors(), image_limit(max_image_mp):
         report = prepare_shards(fmt, src, dst, val=val, crop_size=crop_size, step=step, shard_size=shard_size,
                                 compression=compression, workers=workers, progress=not quiet)  # fmt: skip
     typer.echo(report.summary())
@@ -209,11 +229,12 @@ def eval_command(
     save_images: Path | None = typer.Option(None, "--save-images", help="Keep the restored images here."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
+    max_image_mp: float | None = _image_limit_option(),
 ) -> None:
     """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
     from . import evaluation as ev
 
-    with user_errors(), downloads(offline, quiet):
+    with user_errors(), downloads(offline, quiet), image_limit(max_image_mp):
         if pred and len(pred) > 1 and save_images is not None:
             raise NafrestoreError(
                 "--save-images keeps the images a model restores; with several --pred folders they are on disk "
@@ -277,7 +298,8 @@ def _print_weights(weights_dir: Path | None) -> None:
 def _fetch_named(names: list[str], weights_dir: Path | None) -> None:
     """``models --download``: registry models and metric weight files, by name."""
     from .metrics.weights import KNOWN_WEIGHTS, resolve_weights
-    from .models.pretrained import find_pretrained, pretrained_file
+    from .models.pretrained import find_pretrained, model_names, pretrained_file
+    from .registry import did_you_mean
 
     for name in names:
         if name in KNOWN_WEIGHTS:
@@ -285,8 +307,10 @@ def _fetch_named(names: list[str], weights_dir: Path | None) -> None:
         elif find_pretrained(name) is not None:
             path = pretrained_file(name)
         else:
+            hint = did_you_mean(name, [*model_names(), *KNOWN_WEIGHTS])
             raise NafrestoreError(
-                f"--download {name}: not a pretrained model or metric weights file. `nafrestore models` lists both."
+                f"--download {name}: not a pretrained model or metric weights file.{hint} `nafrestore models` lists "
+                f"both."
             )
         typer.echo(f"{name}: {path}")
 
@@ -376,10 +400,11 @@ def infer(
     ),
     batch: int = typer.Option(1, "--batch", min=1, help="Same-size images per forward pass."),
     strength: float = typer.Option(
-        1.0, "--strength", min=0.0, max=1.0, help="1: fully restored, 0: the input, between: a blend of the two."
+        1.0, "--strength", callback=_strength, help="1: fully restored, 0: the input, between: a blend of the two."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
+    max_image_mp: float | None = _image_limit_option(),
 ) -> None:
     """Restore image files, keeping names, formats, bit depth, channels and alpha; exit 1 if any file failed."""
     from .inference.api import load_model
@@ -387,7 +412,7 @@ def infer(
     from .inference.precision import choose_precision
     from .models.loading import resolve_source
 
-    with user_errors(), downloads(offline, quiet):
+    with user_errors(), downloads(offline, quiet), image_limit(max_image_mp):
         source, weights = resolve_source(ckpt, model)
         if ckpt is None and model is None:
             from .models.pretrained import find_pretrained

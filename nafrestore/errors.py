@@ -19,6 +19,11 @@ class DataError(NafrestoreError):
     """A dataset or image file cannot be read or does not match its pair."""
 
 
+class ImageTooLargeError(DataError):
+    """An image file's header declares more pixels than nafrestore decodes (see :mod:`nafrestore.utils.limits`);
+    it was refused before any pixel was decoded."""
+
+
 class CheckpointError(NafrestoreError):
     """A checkpoint or weights file cannot be loaded into the requested model."""
 

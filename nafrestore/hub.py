@@ -398,10 +398,7 @@ def _transfer(url: str, file: RemoteFile, partial: Path, start: int, progress: b
                 out.truncate()
                 received = _copy(response, out, digest, start, total, file.name, progress)
         if total is not None and received < total:
-            raise _Failed(
-                f"the connection was closed after {received:,} of {total:,} bytes (the partial file is kept and the "
-                f"next attempt continues it)"
-            )
+            raise _Failed(f"the connection was closed after {received:,} of {total:,} bytes")
     problem = None
     if file.size is not None and received != file.size:
         problem = f"it has {received:,} bytes, not {file.size:,}"
@@ -428,7 +425,11 @@ def _open(url: str, start: int) -> Any:
 
 
 def _copy(response: Any, out: IO[bytes], digest: Any, start: int, total: int | None, name: str, progress: bool) -> int:
-    """Stream the body into ``out`` with a progress bar; the number of bytes the file holds afterwards."""
+    """Stream the body into ``out`` with a progress bar; the number of bytes the file holds afterwards.
+
+    Each read takes what has arrived (``read1``), not a whole chunk (``read(n)`` waits for ``n`` bytes): when the
+    transfer stalls, everything received before is written, counted in the message and continued next time.
+    """
     from tqdm import tqdm
 
     received = start
@@ -438,12 +439,10 @@ def _copy(response: Any, out: IO[bytes], digest: Any, start: int, total: int | N
     ) as bar:  # fmt: skip
         while True:
             try:
-                chunk = response.read(_CHUNK)
+                chunk = response.read1(_CHUNK)
             except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
-                raise _Failed(
-                    f"the transfer broke off after {received:,} bytes ({_reason(exc)}; the partial file is kept and "
-                    f"the next attempt continues it)"
-                ) from None
+                of = f" of {total:,}" if total is not None else ""
+                raise _Failed(f"the transfer broke off after {received:,}{of} bytes ({_reason(exc)})") from None
             if not chunk:
                 return received
             out.write(chunk)

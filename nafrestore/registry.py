@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Callable)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the choice closest to a misspelt ``name`` (difflib's ratio at least 0.6), else ``""``;
+    to append to a message that refuses ``name``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class Registry(Generic[T]):
@@ -35,8 +42,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The factory registered as ``name``; an unknown name raises KeyError listing the valid ones."""
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, self._items)
             raise KeyError(f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(sorted(self._items))}.")
         return self._items[name]
 

@@ -23,6 +23,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("NAFRESTORE_OFFLINE", "1")
     monkeypatch.setenv("NAFRESTORE_HOME", str(tmp_path_factory.getbasetemp() / "nafrestore-home"))
     monkeypatch.delenv("NAFRESTORE_MIRROR", raising=False)
+    monkeypatch.delenv("NAFRESTORE_MAX_IMAGE_MEGAPIXELS", raising=False)  # the default pixel limit
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,15 @@ class FileServer:
     """Serves ``files`` over HTTP on 127.0.0.1 and records every request as (path, Range header).
 
     ``cut[name] = n``: the next response for ``name`` announces the full Content-Length but sends only ``n`` bytes
-    and closes. ``ranges``: answer ``Range: bytes=N-`` with 206 and the rest (False: ignore it, send everything).
+    and closes. ``stall[name] = n``: the same, but the connection stays open, silent, until ``release`` is set.
+    ``ranges``: answer ``Range: bytes=N-`` with 206 and the rest (False: ignore it, send everything).
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
+        self.stall: dict[str, int] = {}
+        self.release = threading.Event()
         self.ranges = True
         self.delay = 0.0  # seconds before each response
         self.requests: list[tuple[str, str | None]] = []
@@ -64,7 +67,10 @@ class FileServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 cut = server.cut.pop(self.path.lstrip("/"), None)
-                self.wfile.write(body if cut is None else body[:cut])
+                stall = server.stall.pop(self.path.lstrip("/"), None)
+                self.wfile.write(body if cut is None and stall is None else body[: cut or stall])
+                if stall is not None:
+                    server.release.wait(30)
                 self.close_connection = True
 
             def log_message(self, *args: object) -> None:
@@ -78,6 +84,7 @@ class FileServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -179,6 +186,26 @@ def test_a_cut_connection_leaves_no_complete_looking_file_and_the_next_call_succ
     assert path.read_bytes() == PAYLOAD and listing(home) == ["weights.pth"]
     assert server.requests[-1][1] == f"bytes={half}-"  # the retry asked for the rest
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("sent", [5000, 0])
+def test_a_stalled_transfer_says_what_arrived_and_keeps_only_what_it_says(server, home, monkeypatch, sent):
+    monkeypatch.setattr(hub, "TIMEOUT_S", 0.5)
+    file = remote(server)
+    server.stall[file.name] = sent
+    with pytest.raises(DownloadError) as err:
+        fetch(file, progress=False)
+    msg = str(err.value)
+    assert f"{file.urls[0]}: the transfer broke off after {sent:,} of {len(PAYLOAD):,} bytes (timed out)." in msg
+    partial = home / "weights.pth.partial"
+    if sent:
+        assert f"The partial download {partial} is kept and continued next time." in msg
+        assert listing(home) == [partial.name] and partial.read_bytes() == PAYLOAD[:sent]
+    else:  # nothing arrived: nothing kept, and no claim that it is
+        assert "partial" not in msg and listing(home) == []
+    server.release.set()
+    assert fetch(file, progress=False).read_bytes() == PAYLOAD
+    assert server.requests[-1][1] == (f"bytes={sent}-" if sent else None)  # the next call continued it
 
 
 def test_a_404_is_one_clear_message(server, home):
@@ -453,10 +480,31 @@ def test_models_lists_the_registry_and_weights_points_to_it(tiny, home):
     assert "checksum mismatch" in row
 
     result = runner.invoke(app, ["models", "--download", "no-such-model"])
-    assert result.exit_code == 2 and "nafrestore models" in result.output
+    assert result.exit_code == 2 and "nafrestore models" in result.output and "Did you mean" not in result.output
     result = runner.invoke(app, ["weights"])
     assert result.exit_code == 0 and "alexnet-owt-7be5be79.pth" in result.output
     assert "`nafrestore models`" in result.output
+
+
+def test_a_misspelt_model_name_is_answered_with_the_nearest_one(tmp_path):
+    src = images(tmp_path / "in", 1)
+    for option in ("--model", "--ckpt"):
+        result = runner.invoke(app, ["infer", str(src), "-o", str(tmp_path / "out"), option, "nafnet-sidd-widht32"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            "error: nafnet-sidd-widht32 does not exist, and it is not a pretrained model's name. Did you mean "
+            "'nafnet-sidd-width32'? Give a model name (`nafrestore models` lists them), a checkpoint file "
+            "(.pt/.pth/.safetensors) or a run directory written by `nafrestore train`.\n"
+        )
+    result = runner.invoke(app, ["models", "--download", "nafnet-sidd-widht32"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --download nafnet-sidd-widht32: not a pretrained model or metric weights file. Did you mean "
+        "'nafnet-sidd-width32'? `nafrestore models` lists both.\n"
+    )
+    result = runner.invoke(app, ["models", "--download", "alexnet-owt-7be5be79"])  # a weights file's name
+    assert result.exit_code == 2 and "Did you mean 'alexnet-owt-7be5be79.pth'?" in result.stderr
+    assert not list(tmp_path.glob("out*"))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -302,9 +302,17 @@ def test_strength_blends_the_restored_image_with_the_input(tmp_path, ckpt, model
     inside = (outs["1"] > 0) & (outs["1"] < 255)
     assert inside.mean() > 0.5
     assert np.abs(outs["0.5"] - (outs["0"] + outs["1"]) / 2)[inside].max() <= 1.0
-    result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "x"), "--ckpt", str(ckpt),
-                                 "--strength", "1.5"])  # fmt: skip
-    assert result.exit_code == 2 and "--strength" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "1.5", "-0.1", "inf"])
+def test_a_strength_outside_0_to_1_is_refused_saying_so(tmp_path, value):
+    """NaN too: typer's range check let it through to "should be less than or equal to 1"."""
+    result = runner.invoke(app, ["infer", str(tmp_path), "-o", str(tmp_path / "x"), "--ckpt", "never-loaded.pt",
+                                 "--strength", value])  # fmt: skip
+    text = " ".join(result.output.replace("\u2502", " ").split())  # the usage error's box, unwrapped
+    assert result.exit_code == 2, result.output
+    assert f"'--strength': must be a number in 0..1 (0: the input, 1: fully restored), got {float(value)}." in text
+    assert "less than or equal" not in text and "never-loaded" not in text  # refused before any model is read
 
 
 def test_infer_says_which_precision_auto_chose(tmp_path, ckpt, monkeypatch):

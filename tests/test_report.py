@@ -238,6 +238,69 @@ def test_report_command_errors(folders, tmp_path):
         build_report(report, tmp_path / "elsewhere")
 
 
+def _set(path: str, value):
+    """A change to report data: ``value`` at the dotted ``path`` (list indices as numbers)."""
+
+    def change(data: dict) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        for key in parents:
+            data = data[key]
+        data[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        (_set("images", "notalist"), "images", '"notalist", not a list'),
+        (_set("metrics", None), "metrics", "null, not a list"),
+        (_set("images.1.scores.restored.psnr", "abc"), "images[1].scores.restored.psnr", '"abc", not a number'),
+        (_set("summary.input.psnr", [1]), "summary.input.psnr", "[1], not a number"),
+        (_set("views.0.kind", "other"), "views[0].kind", '"other", not "input" or "model" or "gt"'),
+        (_set("metrics.0.higher_is_better", "yes"), "metrics[0].higher_is_better", '"yes", not true or false'),
+        (_set("images.0.files.gt.full", "../../secret.png"), "images[0].files.gt.full", "not a relative path"),
+        (_set("images.0.width", -3), "images[0].width", "-3, not a whole number of at least 1"),
+        (_set("notes", [3]), "notes[0]", "3, not a string"),
+        (_set("run", {"history": [{"step": "x"}]}), "run.history[0].step", '"x", not a number'),
+        (_set("version", "1"), "version", '"1", not a whole number'),
+    ],
+)
+def test_a_bad_report_json_is_refused_naming_the_file_and_the_field(folders, tmp_path, change, field, expected):
+    report = tmp_path / "rep"
+    ev.write_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], lq=folders["lq"], metrics="psnr",
+                                report_dir=report, progress=False), report)  # fmt: skip
+    data = json.loads((report / "report.json").read_text())
+    change(data)
+    (report / "report.json").write_text(json.dumps(data))
+    result = runner.invoke(app, ["report", str(report), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {report / 'report.json'}: {field} is ")
+    assert expected in result.stderr and "Traceback" not in result.output and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_a_report_json_of_a_newer_version_or_a_bad_eval_json_is_refused(folders, tmp_path):
+    report = tmp_path / "rep"
+    ev.write_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], metrics="psnr", report_dir=report,
+                                progress=False), report)  # fmt: skip
+    data = json.loads((report / "report.json").read_text())
+    (report / "report.json").write_text(json.dumps({**data, "version": 2}))
+    result = runner.invoke(app, ["report", str(report), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{report / 'report.json'} is a report of version 2, written by a newer nafrestore" in result.stderr
+
+    for raw, field in (({"summary": {"psnr": "abc"}}, "summary.psnr"), ({"models": []}, "models"),
+                       ({"models": {"a": {"summary": {}, "images": [{"name": "x", "psnr": "1"}]}}},
+                        "models.a.images[0].psnr"),
+                       ({"summary": {}, "settings": {"metrics": "psnr"}}, "settings.metrics")):  # fmt: skip
+        (tmp_path / "eval.json").write_text(json.dumps(raw))
+        result = runner.invoke(app, ["report", str(tmp_path / "eval.json"), "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: {tmp_path / 'eval.json'}: {field} is "), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_of_a_run_puts_its_curves_and_config_in_the_report(tmp_path):
     run, _ = tiny_run(tmp_path)
     (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss": -10.0, "lr": 1e-3}) + "\n")

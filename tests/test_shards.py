@@ -425,6 +425,22 @@ def test_a_corrupt_shard_is_named_in_one_message(tmp_path):
         ShardValDataset(dst)
 
 
+def test_a_corrupt_shard_is_printed_once_by_train(tmp_path):
+    """The run's log records the error in train.log; on the console only the command's own message shows it."""
+    dst = _prepare_gopro(tmp_path)
+    shard = dst / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    config = Path(__file__).resolve().parents[1] / "configs" / "nafnet-gopro-width32.yaml"
+    overrides = [*TINY, "data.format=shards", f"data.shards={dst}", "data.patch_size=32", "data.num_workers=0",
+                 "data.shuffle_buffer=16", "train.batch_size=2", "train.iters=10", "val.every=100",
+                 "val.metrics=[psnr]", "run.device=cpu", f"run.dir={tmp_path / 'run'}"]  # fmt: skip
+    result = CliRunner().invoke(app, ["train", str(config), "--quiet", *overrides])
+    assert result.exit_code == 2, result.output
+    assert result.output.count(f"Shard {shard} is corrupt or truncated") == 1, result.output
+    assert f"error: Shard {shard} is corrupt or truncated" in result.output
+    assert f"ERROR Shard {shard} is corrupt or truncated" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_prepare_command(tmp_path):
     runner = CliRunner()
     src, dst = _gopro(tmp_path / "GOPRO_Large"), tmp_path / "shards"

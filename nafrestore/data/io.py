@@ -2,7 +2,9 @@
 
 Reading gives float32 RGB in [0, 1] whatever the file holds (8- or 16-bit; grayscale, gray+alpha, RGB or RGBA;
 PNG, TIFF, JPEG, WebP, BMP), with the alpha channel kept aside untouched and the EXIF orientation applied. Files
-with several frames (animated PNG/WebP, multi-page TIFF) are refused rather than read as their first frame. Writing is
+with several frames (animated PNG/WebP, multi-page TIFF) are refused rather than read as their first frame, and so
+are images with more pixels than :mod:`nafrestore.utils.limits` allows (decompression bombs): their size is read
+from the header, and nothing is decoded. Writing is
 atomic: the encoded bytes go to a temporary file in the destination folder, which is then renamed over the final
 name, so an interrupted run never leaves a truncated image behind under the name a later run would trust.
 """
@@ -18,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,7 +28,11 @@ import torch
 
 from ..errors import DataError, ImageWriteError, OutputError, OutputExistsError
 from ..utils.files import atomic_write
+from ..utils.limits import check_image_pixels
 from ..utils.pixels import from_float, to_float
+
+if TYPE_CHECKING:  # PIL is imported where it is used: a plain PNG never needs it
+    from PIL.Image import Image as PILImage
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,6 +64,9 @@ _NEW_SUBFILE_TYPE = 254  # TIFF tag; bit 0 set: a reduced-resolution copy (previ
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_GRAY_ALPHA = 4  # PNG colour type of gray + alpha
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big endian, classic/BigTIFF
+# OpenCV's own decompression-bomb limit, read from the environment when cv2 is loaded (its default: 2**30 pixels).
+_OPENCV_SETTING = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()
+_OPENCV_MAX_PIXELS = int(_OPENCV_SETTING) if _OPENCV_SETTING.isdigit() else 1 << 30
 
 
 @dataclass
@@ -79,9 +89,17 @@ class LoadedImage:
 
 
 def _decode(path: Path) -> np.ndarray:
-    """The file's samples as OpenCV gives them: (H, W) or (H, W, C) BGR(A), uint8 or uint16, EXIF-oriented."""
+    """The file's samples as OpenCV gives them: (H, W) or (H, W, C) BGR(A), uint8 or uint16, EXIF-oriented.
+
+    Raises:
+        ImageTooLargeError: the header declares more pixels than the limit (nothing is decoded then).
+        DataError: the file is missing, unreadable, not a supported image, or holds several frames.
+    """
     if not path.is_file():
         raise DataError(f"Image file {path} does not exist (or is not a file). Check the path and the data config.")
+    header = _header(path)
+    if header is not None:
+        check_image_pixels(path, header.height, header.width)
     try:
         # np.fromfile + imdecode instead of imread: imread cannot open non-ASCII paths on Windows and only
         # returns None without saying why.
@@ -92,6 +110,12 @@ def _decode(path: Path) -> np.ndarray:
     is_png = buffer[:8].tobytes() == _PNG_SIGNATURE
     with _quiet_stderr() if is_png else contextlib.nullcontext():
         array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if array is None and header is not None and header.height * header.width > _OPENCV_MAX_PIXELS:
+        raise DataError(
+            f"Image file {path} is {header.width}x{header.height} pixels, more than OpenCV decodes "
+            f"({_OPENCV_MAX_PIXELS:,} pixels). Set OPENCV_IO_MAX_IMAGE_PIXELS to a larger number of pixels in the "
+            f"environment before nafrestore starts."
+        )
     if array is None:
         raise DataError(
             f"Image file {path} cannot be decoded: it is empty, truncated, corrupt or not an image in a supported "
@@ -110,8 +134,72 @@ def _decode(path: Path) -> np.ndarray:
         array = np.ascontiguousarray(array[:, :, [0, 3]])
     if path.suffix.lower() in _EXIF_EXTENSIONS:
         # IMREAD_UNCHANGED ignores the EXIF orientation (IMREAD_COLOR would apply it but drops alpha and 16 bits).
-        array = _apply_orientation(array, _exif_orientation(path))
+        array = _apply_orientation(array, header.orientation if header is not None else 1)
     return array
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What an image file's header says: its stored size and its EXIF orientation (1-8; 1 when it has none)."""
+
+    height: int
+    width: int
+    orientation: int = 1
+
+
+_pil_lock = threading.Lock()  # PIL's MAX_IMAGE_PIXELS is switched off for one header read at a time
+
+
+@contextlib.contextmanager
+def _pil_open(source: Path | io.BytesIO) -> Iterator[PILImage]:
+    """PIL's lazy view of an image (its header read, no pixel decoded), without PIL's own decompression-bomb check.
+
+    ``Image.open`` refuses images over ``Image.MAX_IMAGE_PIXELS`` (179 megapixels by default) with an error that
+    does not say their size; nafrestore reads the size from the header and applies its own limit
+    (:func:`~nafrestore.utils.limits.check_image_pixels`) before anything is decoded. PIL's setting is a module
+    global, switched off only around the header read, under a lock.
+    """
+    from PIL import Image
+
+    with _pil_lock:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with image:
+        yield image
+
+
+def _header(source: Path | io.BytesIO, suffix: str | None = None) -> _Header | None:
+    """The header of an image file (or of its bytes), read without decoding: by PIL, or for a PNG that PIL cannot
+    parse from its IHDR chunk (which must come first). None when neither can (the decoder then says what is wrong;
+    OpenCV's own pixel limit still applies). The EXIF orientation is read for the formats that carry one in
+    practice (by ``suffix``, default: the file's)."""
+    if suffix is None:
+        suffix = source.suffix if isinstance(source, Path) else ""
+    try:
+        with _pil_open(source) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if suffix.lower() in _EXIF_EXTENSIONS else 1
+    except Exception:  # PIL cannot parse everything OpenCV decodes; no readable tag means upright
+        return _png_header(source)
+    return _Header(int(height), int(width), int(orientation) if orientation in range(1, 9) else 1)
+
+
+def _png_header(source: Path | io.BytesIO) -> _Header | None:
+    """The size in a PNG's IHDR chunk (bytes 8-24: length, ``IHDR``, width, height), None for other files."""
+    try:
+        if isinstance(source, Path):
+            with open(source, "rb") as f:
+                head = f.read(24)
+        else:
+            head = source.getvalue()[:24]
+    except OSError:
+        return None
+    if len(head) < 24 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return _Header(int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
 
 
 # Decoders that print to the process's stderr (libpng's "libpng error: ...", OpenCV's own "[ WARN:0@...]" lines)
@@ -191,10 +279,8 @@ def _frame_count(path: Path, buffer: np.ndarray) -> int:
         return 1  # a still WebP (the animation flag of the extended header is off)
     if not is_webp and head[:4] not in _TIFF_MAGIC and head[:6] not in (b"GIF87a", b"GIF89a"):
         return 1
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
+        with _pil_open(path) as image:
             total = int(getattr(image, "n_frames", 1))
             if total <= 1 or image.format != "TIFF":
                 return total
@@ -220,18 +306,6 @@ def _apng_frames(buffer: np.ndarray) -> int:
             break
         offset += 12 + length
     return 1
-
-
-def _exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            value = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # PIL cannot parse everything OpenCV decodes; no readable tag means upright
-        return 1
-    return int(value) if value in range(1, 9) else 1
 
 
 def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -294,8 +368,12 @@ def decode_png(data: bytes, source: str) -> np.ndarray:
     """The RGB samples of PNG bytes (as :func:`encode_png` writes them): (H, W, 3) uint8 or uint16, alpha dropped.
 
     Raises:
+        ImageTooLargeError: the PNG header declares more pixels than the limit (nothing is decoded then).
         DataError: the bytes are not a PNG image; the message names ``source`` (where the bytes came from).
     """
+    header = _header(io.BytesIO(data), ".png")
+    if header is not None:
+        check_image_pixels(source, header.height, header.width)
     buffer = np.frombuffer(data, dtype=np.uint8)
     with _quiet_stderr():
         array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
@@ -312,6 +390,8 @@ def load_image(path: str | Path) -> LoadedImage:
         A :class:`LoadedImage`; ``rgb`` is (H, W, 3) float32 in [0, 1] in RGB order.
 
     Raises:
+        ImageTooLargeError: the image has more pixels than the limit (:mod:`nafrestore.utils.limits`); its header
+            says so, and nothing is decoded.
         DataError: the file is missing, unreadable, corrupt, not an image, or holds several frames (animated
             PNG/WebP, multi-page TIFF), naming it.
     """
@@ -336,20 +416,21 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image as :func:`load_image` would return it (EXIF orientation applied).
 
     Reads only the header through PIL when it can (milliseconds even for large files); falls back to decoding.
+
+    Raises:
+        ImageTooLargeError: the image has more pixels than :func:`load_image` decodes (so that a dataset or a plan
+            refuses it before anything is decoded).
+        DataError: the file is missing or cannot be read (when PIL cannot parse its header).
     """
     path = Path(path)
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if path.suffix.lower() in _EXIF_EXTENSIONS else 1
-        if orientation in (5, 6, 7, 8):  # these orientations swap the axes
-            width, height = height, width
-        return int(height), int(width)
-    except Exception:  # PIL does not know the format variant, or the file is broken: let the decoder decide
+    header = _header(path)
+    if header is None:  # PIL does not know the format variant, or the file is broken: let the decoder decide
         array = _decode(path)
         return int(array.shape[0]), int(array.shape[1])
+    check_image_pixels(path, header.height, header.width)
+    if header.orientation in (5, 6, 7, 8):  # these orientations swap the axes
+        return header.width, header.height
+    return header.height, header.width
 
 
 def _to_hwc(rgb: np.ndarray | torch.Tensor) -> np.ndarray:

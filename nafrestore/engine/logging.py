@@ -2,7 +2,8 @@
 
 Only rank 0 writes (other ranks get a disabled :class:`RunLogger`). Files in the run directory:
 
-* ``train.log``: the Python log (``logging.getLogger("nafrestore")``), also shown on the console;
+* ``train.log``: the Python log (``logging.getLogger("nafrestore")``), also shown on the console, except the error
+  that ends a run (the command prints that one);
 * ``metrics.jsonl``: one JSON object per line, ``{"step", "loss", "lr", "it_s", ...}`` per log step and
   ``{"step", "val/psnr", "val/ssim", ...}`` per validation; on resume, lines past the resumed step are dropped;
 * ``tensorboard/``: the same scalars as TensorBoard events (when ``tensorboard`` is installed);
@@ -24,6 +25,7 @@ from ..utils.files import atomic_write, make_folder
 
 LOGGER_NAME = "nafrestore"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_FILE_ONLY = "nafrestore_file_only"  # a log record's attribute: written to train.log, not shown on the console
 
 
 class _TqdmHandler(logging.Handler):
@@ -118,6 +120,7 @@ class RunLogger:
         file_handler.setFormatter(logging.Formatter(_FORMAT))
         console: logging.Handler = logging.StreamHandler(sys.stderr) if quiet else _TqdmHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
+        console.addFilter(lambda record: not getattr(record, _FILE_ONLY, False))
         for handler in (file_handler, console):
             handler.setLevel(logging.INFO)
             self.logger.addHandler(handler)
@@ -154,7 +157,10 @@ class RunLogger:
         self.logger.warning(msg if self.enabled else f"[rank != 0] {msg}")
 
     def error(self, msg: str) -> None:
-        self.logger.error(msg)
+        """Record the error that ends the run in ``train.log``. Not on the console: the exception carries the
+        message to the caller, and the command line prints it once (a log line as well showed it twice)."""
+        if self.enabled:
+            self.logger.error(msg, extra={_FILE_ONLY: True})
 
     # -- records -------------------------------------------------------------------------------------------------
 

@@ -230,7 +230,7 @@ def restore_files(
     if batch < 1:
         raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
     if not 0.0 <= strength <= 1.0:
-        raise NafrestoreError(f"--strength must be between 0 (the input) and 1 (fully restored); got {strength}.")
+        raise NafrestoreError(f"--strength must be a number in 0..1 (0: the input, 1: fully restored), got {strength}.")
     if tile is not None:
         check_tile(tile, overlap)  # once, before any file, not once per file
     elif overlap >= DEFAULT_TILE // 2:

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, NafrestoreError
-from .pretrained import DEFAULT, PretrainedModel, find_pretrained, pretrained_file
+from ..registry import did_you_mean
+from .pretrained import DEFAULT, PretrainedModel, find_pretrained, model_names, pretrained_file
 
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -56,7 +57,7 @@ _CODE_MARKERS = ("Unsupported global", "was not an allowed global", "Unsupported
 # Which file
 
 
-def find_checkpoint(path: str | Path, prefer: str = "best", *, fallback: bool = True) -> Path:
+def find_checkpoint(path: str | Path, prefer: str = "best", *, fallback: bool = True, names: bool = False) -> Path:
     """The checkpoint file that ``path`` names.
 
     Args:
@@ -64,6 +65,8 @@ def find_checkpoint(path: str | Path, prefer: str = "best", *, fallback: bool = 
         prefer: in a run directory, ``best`` (the validated weights, for inference) or ``last`` (the full training
             state, for resuming).
         fallback: in a run directory without the preferred file, take the other one.
+        names: the caller takes pretrained models' names too (see :mod:`.pretrained`): a path that does not exist
+            is then said not to be one either, with the nearest name.
 
     Raises:
         CheckpointError: nothing there, saying what was looked for.
@@ -73,6 +76,12 @@ def find_checkpoint(path: str | Path, prefer: str = "best", *, fallback: bool = 
     path = Path(path)
     if path.is_file():
         return path
+    if not path.is_dir() and names:
+        raise CheckpointError(
+            f"{path} does not exist, and it is not a pretrained model's name.{did_you_mean(str(path), model_names())}"
+            f" Give a model name (`nafrestore models` lists them), a checkpoint file (.pt/.pth/.safetensors) or a run "
+            f"directory written by `nafrestore train`."
+        )
     if not path.is_dir():
         raise CheckpointError(
             f"{path} does not exist. Give a checkpoint file (.pt/.pth/.safetensors) or a run directory written by "
@@ -122,7 +131,7 @@ def weights_file(source: str | Path) -> Path:
     entry = registry_name(source)
     if entry is not None:
         return pretrained_file(entry.name)  # type: ignore[return-value]
-    return find_checkpoint(source)
+    return find_checkpoint(source, names=True)
 
 
 def preset_config(entry: PretrainedModel) -> Path:
@@ -515,7 +524,7 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
             f"weights= / --ckpt goes with a config or preset that names the architecture, but {source} is not a "
             f"YAML config or known preset. Give a nafrestore checkpoint alone, or a config plus the weights."
         )
-    path = find_checkpoint(source)
+    path = find_checkpoint(source, names=True)
     ckpt = read_checkpoint(path)
     if "model_name" not in ckpt:
         raise CheckpointError(

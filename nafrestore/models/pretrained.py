@@ -155,6 +155,11 @@ def find_pretrained(name: str | Path) -> PretrainedModel | None:
     return PRETRAINED.get(ALIASES.get(key, key))
 
 
+def model_names() -> list[str]:
+    """Every name :func:`find_pretrained` knows: the registry's, then the aliases."""
+    return [*PRETRAINED, *ALIASES]
+
+
 def pretrained_file(name: str | Path, *, offline: bool | None = None) -> Path | None:
     """The weights file of the named model, downloaded first if needed; None when ``name`` is not a registry name.
 
@@ -222,6 +227,7 @@ __all__ = [
     "PretrainedModel",
     "cached_file",
     "find_pretrained",
+    "model_names",
     "model_status",
     "pretrained_file",
 ]

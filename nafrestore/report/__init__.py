@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError, NafrestoreError
 from .images import ReportImages
 from .page import FORMAT, HTML_NAME, JSON_NAME, assemble, copy_file, run_info, write_page
+from .schema import check_eval_json, check_report
 
 if TYPE_CHECKING:
     from ..evaluation import Comparison, EvalResult
@@ -146,12 +147,13 @@ def _load_json(path: Path) -> Any:
 
 
 def _read_scores(path: Path) -> tuple[dict[str, Any], Path | None]:
-    """The report data of a ``report.json`` (images beside it) or of an ``eval --json`` file (no images)."""
+    """The report data of a ``report.json`` (images beside it) or of an ``eval --json`` file (no images), each
+    checked (:mod:`.schema`): a field of the wrong type is one message naming the file and the field."""
     raw = _load_json(path)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        return raw, path.parent
+        return check_report(raw, path), path.parent
     if isinstance(raw, dict) and ("models" in raw or "summary" in raw):
-        return _from_eval_json(raw, title=f"Evaluation: {path.stem}"), None
+        return _from_eval_json(check_eval_json(raw, path), title=f"Evaluation: {path.stem}"), None
     raise DataError(
         f"{path} is not a report.json nor a JSON file written by nafrestore eval --json (no 'summary' or 'models')."
     )
