@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
+from ...registry import did_you_mean
 from .base import DEGRADATIONS, Degradation, Pipeline, _boolean
 
 __all__ = ["OneOf", "RandomApply", "build_degradation"]
@@ -173,8 +173,7 @@ def _build_step(spec: Any, where: str) -> Degradation:
         )
     kind = spec["type"]
     if not isinstance(kind, str) or kind not in DEGRADATIONS:
-        close = difflib.get_close_matches(str(kind), DEGRADATIONS.names(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(kind), DEGRADATIONS.names())
         raise DataError(
             f"{where} has unknown degradation type {kind!r}.{hint} Valid types: {', '.join(DEGRADATIONS.names())}."
         )
@@ -183,8 +182,7 @@ def _build_step(spec: Any, where: str) -> Degradation:
     params = {k: v for k, v in spec.items() if k not in ("type", "p")}
     for name in params:
         if name not in valid:
-            close = difflib.get_close_matches(str(name), [*valid, "p"], n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(name), [*valid, "p"])
             raise DataError(
                 f"{where} ({kind}) has unknown parameter {name!r}.{hint} "
                 f"Valid parameters of {kind}: {', '.join(valid) or 'none'} (and p, the probability of applying it)."
