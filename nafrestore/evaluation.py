@@ -281,7 +281,7 @@ def _merge_processes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Under ``torchrun`` each image is on one process (the validation loader shards without padding); merging by
     name would also remove duplicates a padding sampler adds.
     """
-    from .engine.distributed import all_gather_objects
+    from .utils.distributed import all_gather_objects
 
     merged: dict[str, dict[str, Any]] = {}
     for part in all_gather_objects(rows):
@@ -295,7 +295,7 @@ def _summary(
     """Per-image metrics averaged over ``rows`` (all processes; infinite PSNRs left out), then the set-level ones
     (rfid, kid) from ``computed`` (this process's :meth:`MetricSuite.compute`): they need every image's features in
     one process, so they are left out under ``torchrun``."""
-    from .engine.distributed import get_world_size
+    from .utils.distributed import get_world_size
     from .metrics import mean_finite
 
     out = {name: mean_finite([r[prefix + name] for r in rows])[0] for name in suite.image_names}

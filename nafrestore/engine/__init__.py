@@ -4,6 +4,7 @@ The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are
 Validation scores through :func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
 """
 
+from ..utils.distributed import DistInfo, setup_distributed, teardown_distributed
 from .checkpoint import (
     FORMAT_VERSION,
     config_for_resume,
@@ -15,7 +16,6 @@ from .checkpoint import (
     set_rng_state,
     unwrap_model,
 )
-from .distributed import DistInfo, setup_distributed, teardown_distributed
 from .ema import ModelEMA
 from .logging import RunLogger, read_metrics
 from .losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from ..config import Config
 from ..errors import ConfigError, NafrestoreError
+from ..utils import distributed as du
 from ..utils.device import MEMORY_FORMATS, autocast, resolve_precision, seed_everything, time_alternately
-from . import distributed as du
 from .checkpoint import load_model_state
 from .ema import ModelEMA
 from .optim import WarmupCosineSchedule, build_optimizer

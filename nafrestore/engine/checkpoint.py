@@ -47,6 +47,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..models.loading import load_weights, read_checkpoint, strip_prefixes
 from ..utils.files import atomic_write
+from ..version import __version__
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -153,8 +154,6 @@ def make_checkpoint(
     memory_format: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict documented at the top of this module from plain parts."""
-    from .. import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "nafrestore_version": __version__,

@@ -36,8 +36,8 @@ from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
 from ..models import in_channels
+from ..utils import distributed as du
 from ..utils.files import atomic_write, remove_stale_temporaries
-from . import distributed as du
 from .build import build_loaders, build_optimization, build_training_model, build_val_suite, wrap_model
 from .checkpoint import (
     claim_run_dir,

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, NafrestoreError
-from ..utils.device import resolve_device
+from .device import resolve_device
 
 
 @dataclass(frozen=True)
