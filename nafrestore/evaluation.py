@@ -295,8 +295,8 @@ def _summary(
     """Per-image metrics averaged over ``rows`` (all processes; infinite PSNRs left out), then the set-level ones
     (rfid, kid) from ``computed`` (this process's :meth:`MetricSuite.compute`): they need every image's features in
     one process, so they are left out under ``torchrun``."""
-    from .utils.distributed import get_world_size
     from .metrics import mean_finite
+    from .utils.distributed import get_world_size
 
     out = {name: mean_finite([r[prefix + name] for r in rows])[0] for name in suite.image_names}
     if computed is not None and get_world_size() == 1:

@@ -5,6 +5,7 @@ Validation scores through :func:`nafrestore.evaluation.score`, the loop ``nafres
 """
 
 from ..utils.distributed import DistInfo, setup_distributed, teardown_distributed
+from ..utils.files import read_metrics
 from .checkpoint import (
     FORMAT_VERSION,
     config_for_resume,
@@ -17,7 +18,7 @@ from .checkpoint import (
     unwrap_model,
 )
 from .ema import ModelEMA
-from .logging import RunLogger, read_metrics
+from .logging import RunLogger
 from .losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
 from .optim import WarmupCosineSchedule, build_optimizer, lr_factor, param_groups
 from .signals import StopSignals, TrainingInterrupted, resume_command

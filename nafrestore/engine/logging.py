@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..utils.files import atomic_write, make_folder
+from ..utils.files import atomic_write, make_folder, read_metrics
 
 LOGGER_NAME = "nafrestore"
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -43,22 +43,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (unparsable lines, e.g. one cut by a kill, are skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            records.append(obj)
-    return records
 
 
 class RunLogger:
@@ -233,4 +217,4 @@ class RunLogger:
             self.logger.propagate = self._old_propagate
 
 
-__all__ = ["LOGGER_NAME", "RunLogger", "read_metrics"]
+__all__ = ["LOGGER_NAME", "RunLogger"]

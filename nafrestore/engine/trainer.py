@@ -37,7 +37,7 @@ from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
 from ..models import in_channels
 from ..utils import distributed as du
-from ..utils.files import atomic_write, remove_stale_temporaries
+from ..utils.files import atomic_write, read_metrics, remove_stale_temporaries
 from .build import build_loaders, build_optimization, build_training_model, build_val_suite, wrap_model
 from .checkpoint import (
     claim_run_dir,
@@ -52,7 +52,7 @@ from .checkpoint import (
     weights_are_finite,
 )
 from .ema import ModelEMA
-from .logging import RunLogger, read_metrics
+from .logging import RunLogger
 from .losses import build_loss
 from .optim import WarmupCosineSchedule
 from .signals import StopSignals, TrainingInterrupted, resume_command

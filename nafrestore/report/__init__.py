@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, NafrestoreError
+from ..utils.files import read_metrics
 from .images import ReportImages
 from .page import FORMAT, HTML_NAME, JSON_NAME, assemble, copy_file, run_info, write_page
 
@@ -189,8 +190,6 @@ def _run_scores(run_dir: Path) -> tuple[dict[str, Any], Path | None]:
             data, root = _read_scores(candidate)
             data["title"] = f"Run {run_dir.resolve().name}"
             return data, root
-    from ..engine.logging import read_metrics
-
     validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if any(k.startswith("val/") for k in r)]
     last = validations[-1] if validations else {}
     summary = {k[4:]: v for k, v in last.items() if k.startswith("val/") and not k.startswith("val/input_")}

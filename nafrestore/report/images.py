@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data import save_image
 from ..errors import OutputError
 
 INPUT, GROUND_TRUTH = "input", "gt"
@@ -89,8 +90,6 @@ class ReportImages:
             return {}
 
     def _write_view(self, view: str, name: str, image: torch.Tensor) -> dict[str, Any]:
-        from ..data import save_image
-
         stem = self._stem(name)
         height, width = int(image.shape[-2]), int(image.shape[-1])
         files = {
