@@ -1,9 +1,12 @@
-"""Training engine: losses, optimizer and schedule, EMA, checkpoints, logging, signals, DDP, one step and the loop.
+"""Training engine: optimizer and schedule, EMA, checkpoints, logging, signals, one step and the loop.
 
-The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are public for reuse and tests.
-Validation scores through :func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
+The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are public for reuse and tests, with
+the losses (:mod:`nafrestore.losses`, which the config checks loss names against) and the process-group helpers
+(:mod:`nafrestore.utils.distributed`, which evaluation uses too) re-exported here. Validation scores through
+:func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
 """
 
+from ..losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
 from ..utils.distributed import DistInfo, setup_distributed, teardown_distributed
 from ..utils.files import read_metrics
 from .checkpoint import (
@@ -19,7 +22,6 @@ from .checkpoint import (
 )
 from .ema import ModelEMA
 from .logging import RunLogger
-from .losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
 from .optim import WarmupCosineSchedule, build_optimizer, lr_factor, param_groups
 from .signals import StopSignals, TrainingInterrupted, resume_command
 from .step import train_step

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
+from ..losses import build_loss
 from ..models import in_channels
 from ..utils import distributed as du
 from ..utils.files import atomic_write, read_metrics, remove_stale_temporaries
@@ -53,7 +54,6 @@ from .checkpoint import (
 )
 from .ema import ModelEMA
 from .logging import RunLogger
-from .losses import build_loss
 from .optim import WarmupCosineSchedule
 from .signals import StopSignals, TrainingInterrupted, resume_command
 from .step import train_step
