@@ -142,7 +142,7 @@ def info(
     size: int = typer.Option(256, "--size", min=8, help="Square input side for the MAC count."),
 ) -> None:
     """Print a model's parameter count, MACs at SIZExSIZE and its level/block layout."""
-    from .models.loading import load_spec
+    from .loading import load_spec
     from .summary import count_macs, count_parameters, layout
 
     with user_errors():
@@ -385,7 +385,7 @@ def infer(
     from .inference.api import load_model
     from .inference.batch import restore_files
     from .inference.precision import choose_precision
-    from .models.loading import resolve_source
+    from .loading import resolve_source
 
     with user_errors(), downloads(offline, quiet):
         source, weights = resolve_source(ckpt, model)
@@ -429,7 +429,7 @@ def export(
 ) -> None:
     """Export a trained model: ONNX (dynamic H, W), safetensors (weights + config) or TorchScript."""
     from .inference.export import export_model
-    from .models.loading import resolve_source
+    from .loading import resolve_source
 
     with user_errors(), downloads(offline):
         if checkpoint is not None and ckpt is not None:

@@ -30,8 +30,8 @@ from .utils.files import atomic_write
 
 if TYPE_CHECKING:
     from .config import Config
+    from .loading import ModelSpec
     from .metrics import MetricSuite
-    from .models.loading import ModelSpec
     from .report.images import ReportImages
 
 Restore = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) [0, 1] -> same
@@ -484,7 +484,7 @@ def model_under_test(
         CheckpointError, ConfigError: nothing to evaluate there, naming what was looked for.
     """
     from .config import config_from_dict, load_config
-    from .models.loading import find_checkpoint, find_config, load_spec, registry_name, resolve_source
+    from .loading import find_checkpoint, find_config, load_spec, registry_name, resolve_source
 
     named = ckpt in ("best", "last")
     if model is not None:

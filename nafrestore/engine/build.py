@@ -45,7 +45,7 @@ def build_training_model(
     """The network (resumed weights, ``model.init_from``'s weights or a seeded initialisation, identical on every
     process) in its training memory format, its EMA, and that format (a key of ``MEMORY_FORMATS``) with one line
     saying why (:func:`choose_memory_format`)."""
-    from ..models.loading import build_model, init_state, load_weights
+    from ..loading import build_model, init_state, load_weights
 
     seed_everything(cfg.run.seed)
     raw = build_model(cfg.model.name, cfg.model.args).to(device)  # DDP broadcasts rank 0's weights anyway

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.loading import load_weights, read_checkpoint, strip_prefixes
+from ..loading import load_weights, read_checkpoint, strip_prefixes
 from ..utils.files import atomic_write
 from ..version import __version__
 
@@ -248,7 +248,7 @@ def resume_checkpoint(resume: str | Path) -> Path:
     Raises:
         CheckpointError: nothing to resume there.
     """
-    from ..models.loading import find_checkpoint
+    from ..loading import find_checkpoint
 
     if not Path(resume).exists():
         raise CheckpointError(f"Cannot resume from {resume}: no such run directory or checkpoint file.")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from ..models.loading import ModelSpec
+    from ..loading import ModelSpec
 
 from ..data.io import rgb_to_luma
 from ..models import in_channels
@@ -61,11 +61,11 @@ def load_model(
         architecture and settings (without the weights).
 
     Raises:
-        CheckpointError: see :func:`nafrestore.models.loading.load_spec`.
+        CheckpointError: see :func:`nafrestore.loading.load_spec`.
         DownloadError: a pretrained model that is not cached and cannot be downloaded (offline, no network).
         NafrestoreError: the device is not available.
     """
-    from ..models.loading import load_spec
+    from ..loading import load_spec
 
     return model_from_spec(
         load_spec(checkpoint_or_preset, weights), device=device, tlc=tlc, fold=fold, channels_last=channels_last
@@ -80,7 +80,7 @@ def model_from_spec(
     fold: bool = True,
     channels_last: bool | None = None,
 ) -> nn.Module:
-    """The network a :class:`~nafrestore.models.loading.ModelSpec` describes, ready for inference (see
+    """The network a :class:`~nafrestore.loading.ModelSpec` describes, ready for inference (see
     :func:`load_model` for the arguments and the result)."""
     from ..utils.device import resolve_device
 

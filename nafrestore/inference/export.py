@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NafrestoreError
+from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..models.layers import LocalAvgPool2d, use_plain_ops
-from ..models.loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
 

@@ -37,12 +37,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, NafrestoreError
-from .pretrained import DEFAULT, PretrainedModel, find_pretrained, pretrained_file
+from .config import config_to_dict, load_config
+from .errors import CheckpointError, NafrestoreError
+from .models import MODELS, create_model
+from .models.pretrained import DEFAULT, PretrainedModel, find_pretrained, pretrained_file
 
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]  # the repository: its configs/ folder holds the presets
 #: The extra file of a nafrestore TorchScript export that holds its unfolded weights and architecture, in the
 #: layout of the safetensors export (stored in the archive as ``<archive>/extra/nafrestore.safetensors``).
 TORCHSCRIPT_WEIGHTS_ENTRY = "nafrestore.safetensors"
@@ -424,8 +426,6 @@ def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None =
     Raises:
         NafrestoreError: an unknown name or arguments the model does not take.
     """
-    from . import create_model
-
     try:
         return create_model(name, tlc_train_size=tlc_train_size, **dict(args))
     except (TypeError, ValueError, KeyError) as exc:
@@ -539,8 +539,6 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
 
 
 def _spec_from_config(config_path: Path, weights: str | Path | None, require_weights: bool) -> ModelSpec:
-    from ..config import config_to_dict, load_config
-
     if weights is None and require_weights:
         raise CheckpointError(
             f"{config_path} is a config: it describes the architecture but holds no trained weights, and restoring "
@@ -576,8 +574,6 @@ def _check_same_architecture(
     counts as its default (``kernel_size: null`` is 23). Files that record no architecture (official release files,
     bare state dicts) are taken as the config says.
     """
-    from . import MODELS
-
     their_name, their_args = ckpt.get("model_name"), ckpt.get("model_args")
     if not isinstance(their_name, str) or not isinstance(their_args, Mapping) or their_name not in MODELS:
         return
