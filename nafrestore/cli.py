@@ -212,6 +212,7 @@ def eval_command(
 ) -> None:
     """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
     from . import evaluation as ev
+    from .report import write_eval_report
 
     with user_errors(), downloads(offline, quiet):
         if pred and len(pred) > 1 and save_images is not None:
@@ -231,7 +232,7 @@ def eval_command(
             if path is not None:
                 write(result, path)
         if report is not None:
-            typer.echo(f"report: {ev.write_report(result, report)}")
+            typer.echo(f"report: {write_eval_report(result, report)}")
 
 
 @app.command(

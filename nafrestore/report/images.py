@@ -41,7 +41,7 @@ class ReportImages:
     One writer serves several models scored on the same images: :meth:`for_view` gives a writer for another
     restored view that shares this one's folder and its record of what was written, so the input and ground truth
     of an image are written once. A file that cannot be written stops the writing (scoring goes on, so the scores
-    are not lost) and is kept in :attr:`error`, which :func:`~nafrestore.evaluation.write_report` raises after the
+    are not lost) and is kept in :attr:`error`, which :func:`~nafrestore.report.write_eval_report` raises after the
     scores are printed.
 
     Args:

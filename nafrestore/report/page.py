@@ -35,10 +35,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..evaluation import json_safe
 from ..metrics import METRIC_INFO
 from ..utils.files import atomic_write, read_metrics
 from .images import GROUND_TRUTH, INPUT
+from .results import json_safe
 
 FORMAT, VERSION = "nafrestore-report", 1
 HTML_NAME, JSON_NAME = "report.html", "report.json"
