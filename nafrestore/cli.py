@@ -6,6 +6,7 @@ User errors (a bad config key, a missing file) print one paragraph and exit with
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import typer
 
 from .errors import NafrestoreError
+
+# Each command imports what it runs inside its own function: the library imports torch, and with every command's
+# imports at the top `nafrestore --help` took 2.9 s instead of 0.16 s (measured on a 2-core machine).
 
 app = typer.Typer(
     name="nafrestore",
@@ -68,8 +72,6 @@ def train(
 ) -> None:
     """Train a model from a YAML config (model.init_from: NAME fine-tunes a pretrained model); prints the run
     directory."""
-    import os
-
     from .engine import config_for_resume
     from .engine import train as train_run
 

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from .config import config_to_dict, load_config
@@ -288,8 +290,6 @@ def _unpickler_detail(exc: BaseException) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
@@ -309,8 +309,6 @@ def _checkpoint_from(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) 
 
 def _read_torchscript(path: Path) -> dict[str, Any]:
     """The weights and architecture a nafrestore TorchScript export embeds, read without loading its code."""
-    from safetensors.torch import load as load_safetensors
-
     suffix = f"/extra/{TORCHSCRIPT_WEIGHTS_ENTRY}"
     try:
         with zipfile.ZipFile(path) as archive:
