@@ -32,9 +32,11 @@ demo: install
 bench: install
 	$(PY) scripts/bench.py
 
+# ruff, then the layer order of nafrestore/ ([tool.importlinter] in pyproject.toml; README.md, "Architecture").
 lint: install
 	$(VENV)/bin/ruff check nafrestore tests scripts
 	$(VENV)/bin/ruff format --check nafrestore tests scripts
+	$(VENV)/bin/lint-imports --no-logo
 
 format: install
 	$(VENV)/bin/ruff check --fix nafrestore tests scripts

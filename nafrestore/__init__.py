@@ -6,9 +6,10 @@ use, so ``import nafrestore`` stays cheap (no torch).
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "load_model", "restore"]
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # cache: later lookups skip __getattr__
         return value

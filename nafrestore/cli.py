@@ -6,6 +6,7 @@ User errors (a bad config key, a missing file) print one paragraph and exit with
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ import typer
 
 from .errors import NafrestoreError
 from .utils.limits import DEFAULT_MAX_IMAGE_MEGAPIXELS, ENV_MAX_IMAGE_MEGAPIXELS, LIMIT_OPTION, image_limit
+
+# Each command imports what it runs inside its own function: the library imports torch, and with every command's
+# imports at the top `nafrestore --help` took 2.9 s instead of 0.16 s (measured on a 2-core machine).
 
 app = typer.Typer(
     name="nafrestore",
@@ -87,8 +91,6 @@ def train(
 ) -> None:
     """Train a model from a YAML config (model.init_from: NAME fine-tunes a pretrained model); prints the run
     directory."""
-    import os
-
     from .engine import config_for_resume
     from .engine import train as train_run
 
@@ -162,7 +164,7 @@ def info(
     size: int = typer.Option(256, "--size", min=8, help="Square input side for the MAC count."),
 ) -> None:
     """Print a model's parameter count, MACs at SIZExSIZE and its level/block layout."""
-    from .models.loading import load_spec
+    from .loading import load_spec
     from .summary import count_macs, count_parameters, layout
 
     with user_errors():
@@ -233,6 +235,7 @@ def eval_command(
 ) -> None:
     """Score restored images (or a model on a dataset) with PSNR, SSIM, MS-SSIM, LPIPS, rFID and KID."""
     from . import evaluation as ev
+    from .report import write_eval_report
 
     with user_errors(), downloads(offline, quiet), image_limit(max_image_mp):
         if pred and len(pred) > 1 and save_images is not None:
@@ -252,7 +255,7 @@ def eval_command(
             if path is not None:
                 write(result, path)
         if report is not None:
-            typer.echo(f"report: {ev.write_report(result, report)}")
+            typer.echo(f"report: {write_eval_report(result, report)}")
 
 
 @app.command(
@@ -410,7 +413,7 @@ def infer(
     from .inference.api import load_model
     from .inference.batch import restore_files
     from .inference.precision import choose_precision
-    from .models.loading import resolve_source
+    from .loading import resolve_source
 
     with user_errors(), downloads(offline, quiet), image_limit(max_image_mp):
         source, weights = resolve_source(ckpt, model)
@@ -454,7 +457,7 @@ def export(
 ) -> None:
     """Export a trained model: ONNX (dynamic H, W), safetensors (weights + config) or TorchScript."""
     from .inference.export import export_model
-    from .models.loading import resolve_source
+    from .loading import resolve_source
 
     with user_errors(), downloads(offline):
         if checkpoint is not None and ckpt is not None:

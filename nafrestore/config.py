@@ -182,11 +182,11 @@ class DataConfig:
 class LossTerm:
     """One term of the training loss."""
 
-    name: str = _field("psnr", "Loss name: `psnr`, `l1`, `charbonnier` or `mse` (the registry in engine/losses.py).")
+    name: str = _field("psnr", "Loss name: `psnr`, `l1`, `charbonnier` or `mse` (the registry in losses.py).")
     weight: float = _field(1.0, "Weight of this term in the sum.")
 
     def __post_init__(self) -> None:
-        from .engine.losses import LOSSES  # late import: the losses pull in torch
+        from .losses import LOSSES  # late import: the losses pull in torch
 
         _check_registered("train.loss name", self.name, LOSSES)
 

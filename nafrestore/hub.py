@@ -47,7 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import torch.hub
+from tqdm import tqdm
+
 from .errors import ChecksumError, DownloadError
+from .utils.files import make_folder, output_error, publish
 
 try:  # POSIX only; Windows runs without the lock (see the module docstring)
     import fcntl
@@ -154,8 +158,6 @@ def cache_dir() -> Path:
 
 def hub_checkpoint_dir() -> Path:
     """The torch hub cache folder for weights, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``)."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -308,8 +310,6 @@ class _Failed(Exception):
 
 
 def _download(file: RemoteFile, target: Path, dirs: Sequence[tuple[Path, str]], progress: bool) -> Path:
-    from .utils.files import make_folder
-
     make_folder(target.parent)
     partial = target.with_name(target.name + ".partial")
     with _locked(partial) as waited:
@@ -332,8 +332,6 @@ def _download(file: RemoteFile, target: Path, dirs: Sequence[tuple[Path, str]], 
 
 def _try_urls(file: RemoteFile, target: Path, partial: Path, progress: bool) -> list[_Failed]:
     """Each URL in turn until one gives the file, which is then renamed to ``target``; the failures ([] when done)."""
-    from .utils.files import output_error, publish
-
     failures: list[_Failed] = []
     for url in file_urls(file):
         if progress:
@@ -430,8 +428,6 @@ def _copy(response: Any, out: IO[bytes], digest: Any, start: int, total: int | N
     Each read takes what has arrived (``read1``), not a whole chunk (``read(n)`` waits for ``n`` bytes): when the
     transfer stalls, everything received before is written, counted in the message and continued next time.
     """
-    from tqdm import tqdm
-
     received = start
     with tqdm(
         total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress,

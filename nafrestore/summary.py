@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.layers import plain_ops
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable parameters."""
@@ -20,8 +22,6 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
     Counted with ``torch.utils.flop_counter`` (its FLOPs / 2), which sees convolutions and matrix products;
     element-wise ops (norms, gates) are not included, as is usual for reported MACs.
     """
-    from .models.layers import plain_ops
-
     was_training = model.training
     model.eval()
     x = torch.zeros(1, in_channels, size, size, device=next(model.parameters()).device)

@@ -178,8 +178,8 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> dict:
     from nafrestore.config import load_config
     from nafrestore.data import build_datasets, build_train_loader
     from nafrestore.engine import build_loss, build_optimizer, train_step
+    from nafrestore.loading import build_model
     from nafrestore.models.layers import DilatedDepthwiseConv2d
-    from nafrestore.models.loading import build_model
     from nafrestore.utils.device import MEMORY_FORMATS, resolve_precision
 
     cfg = load_config(ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml")

@@ -29,7 +29,7 @@ import torch
 
 from nafrestore.config import load_config
 from nafrestore.inference.fold import fold_for_inference
-from nafrestore.models.loading import build_model
+from nafrestore.loading import build_model
 from nafrestore.summary import count_macs, count_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

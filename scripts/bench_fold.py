@@ -24,7 +24,7 @@ import torch
 
 from nafrestore.config import load_config
 from nafrestore.inference.fold import fold_for_inference
-from nafrestore.models.loading import build_model
+from nafrestore.loading import build_model
 from nafrestore.utils.device import autocast, resolve_device, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,7 +45,7 @@ def child(args: argparse.Namespace) -> None:
     from nafrestore.config import load_config
     from nafrestore.inference.batch import restore_files
     from nafrestore.inference.fold import fold_for_inference
-    from nafrestore.models.loading import build_model
+    from nafrestore.loading import build_model
 
     baseline = _peak_mib()
     cfg = load_config(ROOT / "configs" / f"{args.preset}.yaml")

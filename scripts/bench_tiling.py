@@ -21,7 +21,7 @@ import torch
 from nafrestore.config import load_config
 from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import fold_for_inference
-from nafrestore.models.loading import build_model
+from nafrestore.loading import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ from nafrestore.engine import train
 from nafrestore.inference import load_model
 from nafrestore.metrics import MetricSuite, weights_status
 from nafrestore.models.pretrained import DEFAULT, find_pretrained
-from nafrestore.report import ReportImages
+from nafrestore.report import ReportImages, write_eval_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lka-nafnet-w12-denoise-sample.yaml"
@@ -120,7 +120,7 @@ def main() -> int:
     nlm_items = [ev.EvalItem(it.name, it.gt, pred=nlm(it.lq, h)) for it in ev.dataset_items(val)]
     nlm_result = ev.score(nlm_items, suite, report_images=images.for_view("nlm"))
     both = ev.Comparison({"LKA-NAFNet (ours)": result, f"non-local means h={h}": nlm_result})
-    report = ev.write_report(both, run_dir / "report", title="make demo: denoising the held-out photographs")
+    report = write_eval_report(both, run_dir / "report", title="make demo: denoising the held-out photographs")
 
     print("[4/5] restoring a folder of noisy photographs with `nafrestore infer`", flush=True)
     noisy_dir, restored_dir = run_dir / "noisy", run_dir / "restored"

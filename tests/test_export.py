@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from nafrestore.cli import app
 from nafrestore.errors import CheckpointError, NafrestoreError
 from nafrestore.inference import export_model, load_model
+from nafrestore.loading import read_checkpoint
 from nafrestore.models import create_model
-from nafrestore.models.loading import read_checkpoint
 
 runner = CliRunner()
 # LKA blocks in the encoder, NAF blocks in the middle and decoder; TLC with a small training size so that both

@@ -22,8 +22,8 @@ from nafrestore import hub
 from nafrestore.cli import app
 from nafrestore.errors import CheckpointError, ChecksumError, DownloadError
 from nafrestore.hub import RemoteFile, fetch, find_file
+from nafrestore.loading import build_model, load_spec, preset_config, resolve_source
 from nafrestore.models import pretrained
-from nafrestore.models.loading import build_model, load_spec, preset_config, resolve_source
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,11 @@ from nafrestore.errors import CheckpointError, NafrestoreError
 from nafrestore.inference import fold_for_inference, load_model, restore, restore_tiled
 from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import FoldedLayerNorm2d, prefer_channels_last
-from nafrestore.inference.tiling import auto_tile, forward, tile_starts, tile_weights
+from nafrestore.inference.tiling import auto_tile, forward, tile_weights
 from nafrestore.models import create_model
 from nafrestore.models.layers import LargeKernelAttention, LargeSeparableKernelAttention, LayerNorm2d
 from nafrestore.models.nafnet import LKABlock, NAFBlock
+from nafrestore.utils.tiles import tile_starts
 
 TINY = {
     "nafnet": dict(width=8, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1]),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nafrestore.engine.losses import LOSSES, CharbonnierLoss, PSNRLoss, build_loss
+from nafrestore.losses import LOSSES, CharbonnierLoss, PSNRLoss, build_loss
 
 
 def _pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

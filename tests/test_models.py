@@ -11,9 +11,9 @@ import torch
 
 from nafrestore.config import load_config
 from nafrestore.errors import CheckpointError, ConfigError
+from nafrestore.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models import create_model, list_models
 from nafrestore.models.layers import LARGE_KERNELS, LargeKernelAttention, LargeSeparableKernelAttention
-from nafrestore.models.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 from nafrestore.summary import count_macs
 

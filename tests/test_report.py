@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from nafrestore import evaluation as ev
 from nafrestore.cli import app
 from nafrestore.data import read_image, save_image
+from nafrestore.errors import DataError, NafrestoreError
 from nafrestore.metrics import MetricSuite
-from nafrestore.report import ReportImages, build_report
+from nafrestore.report import ReportImages, build_report, write_eval_report
 from nafrestore.report.images import safe_relative
 
 runner = CliRunner()
@@ -154,7 +155,7 @@ def test_several_pred_folders_errors(folders, tmp_path):
     assert result.exit_code == 2 and "restored images of x/pred" in result.output and "no input" in result.output
     assert ev.model_labels([folders["pred"], tmp_path / "x" / "pred"]) == {
         f"{tmp_path.name}/pred": folders["pred"], "x/pred": tmp_path / "x" / "pred"}  # fmt: skip
-    with pytest.raises(ev.NafrestoreError, match="NAME=FOLDER"):
+    with pytest.raises(NafrestoreError, match="NAME=FOLDER"):
         ev.model_labels([f"m={folders['pred']}", f"m={folders['pred2']}"])
     assert ev.model_labels([str(folders["pred"])]) == {"restored": folders["pred"]}
 
@@ -172,7 +173,7 @@ def test_report_command_rebuilds_from_a_report_an_eval_json_and_a_run(folders, t
     report = tmp_path / "run" / "report"
     ev_result = ev.evaluate(pred=folders["pred"], gt=folders["gt"], lq=folders["lq"], metrics="psnr",
                             report_dir=report, progress=False)  # fmt: skip
-    ev.write_report(ev_result, report)
+    write_eval_report(ev_result, report)
     ev.write_json(ev_result, tmp_path / "eval.json")
 
     # a report folder, elsewhere: the page again and its images copied
@@ -231,10 +232,10 @@ def test_report_command_errors(folders, tmp_path):
     assert result.exit_code == 2 and "Cannot read" in result.output and "Traceback" not in result.output
     # a report whose images are gone says which file is missing
     report = tmp_path / "rep"
-    ev.write_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], metrics="psnr", report_dir=report,
-                                progress=False), report)  # fmt: skip
+    write_eval_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], metrics="psnr", report_dir=report,
+                                  progress=False), report)  # fmt: skip
     (report / "images" / "gt" / "a.png").unlink()
-    with pytest.raises(ev.DataError, match="a.png"):
+    with pytest.raises(DataError, match="a.png"):
         build_report(report, tmp_path / "elsewhere")
 
 

@@ -30,7 +30,7 @@ from nafrestore import evaluation as ev
 from nafrestore.cli import app
 from nafrestore.data import save_image
 from nafrestore.metrics import MetricSuite
-from nafrestore.report import ReportImages
+from nafrestore.report import ReportImages, write_eval_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -287,7 +287,7 @@ def test_report_in_a_headless_browser(browser: Browser, tmp_path: Path) -> None:
     result = ev.score(ev.folder_items(dirs["good"], dirs["gt"], dirs["lq"]), suite, input_suite=input_suite,
                       report_images=images)  # fmt: skip
     result.origin = {"pred": str(dirs["good"]), "gt": str(dirs["gt"]), "run_dir": str(fake_run(tmp_path))}
-    page = ev.write_report(result, single)
+    page = write_eval_report(result, single)
     check_single_model_report(browser, page)
 
     # Two models, through the command line.

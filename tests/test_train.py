@@ -28,7 +28,7 @@ from nafrestore.engine import (
     read_metrics,
     train,
 )
-from nafrestore.models.loading import load_spec
+from nafrestore.loading import load_spec
 
 NAFNET = ["model.name=nafnet", "model.width=8", "model.enc_blocks=[1,1]", "model.dec_blocks=[1,1]"]
 LKA = ["model.name=lka_nafnet", "model.width=8", "model.enc_blocks=[1,1]", "model.dec_blocks=[1,1]"]

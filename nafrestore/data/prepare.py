@@ -35,14 +35,22 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import webdataset as wds  # the tar layout WebDataset reads: <key>.<ext> members, a sample's members together
+from tqdm import tqdm
 
 from ..errors import DataError, NafrestoreError
 from ..utils.files import atomic_write, make_folder, remove_stale_temporaries
+from ..utils.tiles import tile_starts
+from ..version import __version__
+from .datasets import PairedImageDataset, SIDDValidationDataset
 from .io import encode_png, load_rgb_integer, read_image_size
 from .pairs import folder_images, gopro_pairs, match_pairs, sidd_train_pairs
 
@@ -85,8 +93,6 @@ def crop_grid(height: int, width: int, crop_size: int, step: int) -> list[tuple[
         ``[(top, left, height, width), ...]`` row by row.
     """
     # The same windows as inference tiles that overlap by crop_size - step pixels.
-    from ..inference.tiling import tile_starts
-
     tops, lefts = tile_starts(height, crop_size, crop_size - step), tile_starts(width, crop_size, crop_size - step)
     crop_h, crop_w = min(crop_size, height), min(crop_size, width)
     return [(top, left, crop_h, crop_w) for top in tops for left in lefts]
@@ -141,8 +147,6 @@ class _BlockImages:
     paired = True
 
     def __init__(self, root: Path) -> None:
-        from .datasets import SIDDValidationDataset
-
         self.blocks = SIDDValidationDataset(root)
         self.names = list(self.blocks.names)
         self.sizes = [self.blocks.item_size(i) for i in range(len(self.names))]
@@ -153,8 +157,6 @@ class _BlockImages:
 
 
 def _pairs_images(pairs: Sequence[tuple[str, Path, Path]]) -> _FileImages:
-    from .datasets import PairedImageDataset
-
     checked = PairedImageDataset(pairs, cache="never")  # one size per pair, from the file headers (else DataError)
     sizes = [tuple(checked.item_size(i)) for i in range(len(pairs))]
     return _FileImages([n for n, _, _ in pairs], [g for _, _, g in pairs], [q for _, q, _ in pairs], sizes)  # type: ignore[arg-type]
@@ -235,8 +237,6 @@ def _write_shard(job: _ShardJob) -> int:
 
     Consecutive samples mostly come from the same image (its crops are adjacent in the list), which is decoded once.
     """
-    import webdataset as wds  # the tar layout WebDataset reads: <key>.<ext> members, a sample's members together
-
     loaded: tuple[int, np.ndarray | None, np.ndarray] | None = None
     with atomic_write(job.path) as f, wds.TarWriter(f, encoder=False, mtime=0) as tar:  # mtime 0: same bytes each run
         for position, crop in job.samples:
@@ -256,18 +256,12 @@ def _write_shard(job: _ShardJob) -> int:
 
 def _init_worker() -> None:
     """Worker process start: Ctrl-C reaches the whole process group, but the main process decides what happens."""
-    import cv2
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(0)  # the processes are the parallelism
 
 
 def _run_jobs(jobs: list[_ShardJob], workers: int, progress: bool) -> None:
     """Writes the shards: in ``workers`` processes (0: in this process), with a progress bar in samples."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    from tqdm import tqdm
-
     pooled = [j for j in jobs if workers > 0 and not j.images.in_process_only]
     local = [j for j in jobs if not (workers > 0 and not j.images.in_process_only)]
     done = 0
@@ -305,8 +299,6 @@ def _write_in_processes(jobs: list[_ShardJob], workers: int, finished: Callable[
     shard. Stopped early (Ctrl-C, an error, a dead worker), the other workers are killed at once and the
     temporaries of the shards they were writing removed; finished shards are complete files and stay.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     others = set(multiprocessing.active_children())
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(), initializer=_init_worker)
     try:
@@ -419,8 +411,6 @@ def prepare_shards(
         DataError: a missing or malformed source, or ``dst`` holding another preparation.
         PrepareInterrupted: Ctrl-C; the finished shards are kept (exit code 130).
     """
-    from .. import __version__
-
     if crop_size < 8 or step < 1 or shard_size < 1 or not 0 <= compression <= 9:
         raise ValueError(f"bad settings: crop_size {crop_size}, step {step}, shard_size {shard_size}, "
                          f"compression {compression}")  # fmt: skip

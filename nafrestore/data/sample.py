@@ -26,6 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import skimage
+from PIL import Image
 
 from ..errors import DataError
 
@@ -65,17 +67,11 @@ TRAIN_WEIGHT_COLOUR = 2
 
 def sample_data_dir() -> Path:
     """The ``data`` folder of the installed scikit-image package."""
-    try:
-        import skimage
-    except ImportError as exc:  # pragma: no cover - scikit-image is a dependency
-        raise DataError("The sample dataset needs scikit-image (pip install scikit-image).") from exc
     return Path(skimage.__file__).parent / "data"
 
 
 def _read_rgb(path: Path) -> np.ndarray:
     """An 8-bit photograph as (H, W, 3) float32 in [0, 1], grayscale replicated to RGB."""
-    from PIL import Image
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 

@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import webdataset as wds
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..errors import ConfigError, DataError
 from ..utils.pixels import to_tensor
@@ -169,8 +171,6 @@ def _read_shard(path: Path, start: int, stop: int, members: tuple[str, ...], ind
     Raises:
         DataError: the shard is not a readable tar, ends early, or a sample lacks one of ``members``.
     """
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     seen = 0
     try:
         with open(path, "rb") as stream:
@@ -346,8 +346,6 @@ class ShardTrainDataset(IterableDataset):
         return self.streams * self.batches_per_stream * self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import webdataset as wds
-
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if workers != self.streams:

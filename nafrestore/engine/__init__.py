@@ -1,9 +1,14 @@
-"""Training engine: losses, optimizer and schedule, EMA, checkpoints, logging, signals, DDP, one step and the loop.
+"""Training engine: optimizer and schedule, EMA, checkpoints, logging, signals, one step and the loop.
 
-The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are public for reuse and tests.
-Validation scores through :func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
+The entry point is :func:`train` (``nafrestore train`` calls it); the pieces are public for reuse and tests, with
+the losses (:mod:`nafrestore.losses`, which the config checks loss names against) and the process-group helpers
+(:mod:`nafrestore.utils.distributed`, which evaluation uses too) re-exported here. Validation scores through
+:func:`nafrestore.evaluation.score`, the loop ``nafrestore eval`` uses too.
 """
 
+from ..losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
+from ..utils.distributed import DistInfo, setup_distributed, teardown_distributed
+from ..utils.files import read_metrics
 from .checkpoint import (
     FORMAT_VERSION,
     config_for_resume,
@@ -15,10 +20,8 @@ from .checkpoint import (
     set_rng_state,
     unwrap_model,
 )
-from .distributed import DistInfo, setup_distributed, teardown_distributed
 from .ema import ModelEMA
-from .logging import RunLogger, read_metrics
-from .losses import LOSSES, CharbonnierLoss, L1Loss, MSELoss, PSNRLoss, WeightedLoss, build_loss
+from .logging import RunLogger
 from .optim import WarmupCosineSchedule, build_optimizer, lr_factor, param_groups
 from .signals import StopSignals, TrainingInterrupted, resume_command
 from .step import train_step

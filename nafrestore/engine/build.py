@@ -16,9 +16,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Config
-from ..errors import ConfigError, NafrestoreError
+from ..data import build_datasets, build_train_loader, build_val_loader
+from ..data.datasets import item_sizes
+from ..errors import ConfigError, DataError, NafrestoreError
+from ..loading import build_model, init_state, load_weights
+from ..metrics import MetricSuite
+from ..models import in_channels
+from ..utils import distributed as du
 from ..utils.device import MEMORY_FORMATS, autocast, resolve_precision, seed_everything, time_alternately
-from . import distributed as du
 from .checkpoint import load_model_state
 from .ema import ModelEMA
 from .optim import WarmupCosineSchedule, build_optimizer
@@ -45,8 +50,6 @@ def build_training_model(
     """The network (resumed weights, ``model.init_from``'s weights or a seeded initialisation, identical on every
     process) in its training memory format, its EMA, and that format (a key of ``MEMORY_FORMATS``) with one line
     saying why (:func:`choose_memory_format`)."""
-    from ..models.loading import build_model, init_state, load_weights
-
     seed_everything(cfg.run.seed)
     raw = build_model(cfg.model.name, cfg.model.args).to(device)  # DDP broadcasts rank 0's weights anyway
     if info.rank:
@@ -109,8 +112,6 @@ def choose_memory_format(
         return requested, f"memory format {requested} (train.memory_format)"
     if resumed is not None:
         return resumed, f"memory format {resumed} (auto, kept from the checkpoint)"
-    from ..models import in_channels
-
     shape = (min(batch_size, 4), in_channels(model), patch_size, patch_size)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # not from the run's stream
     inputs = {name: x.contiguous(memory_format=fmt) for name, fmt in MEMORY_FORMATS.items()}
@@ -188,8 +189,6 @@ def wrap_model(raw: nn.Module, cfg: Config, info: du.DistInfo, device: torch.dev
 
 
 def build_loaders(cfg: Config, info: du.DistInfo, datasets: Any) -> tuple[DataLoader, DataLoader | None]:
-    from ..data import build_datasets, build_train_loader, build_val_loader
-
     train_ds, val_ds = datasets if datasets is not None else build_datasets(cfg.data, seed=cfg.run.seed)
     if val_ds is not None:
         check_validation_sizes(val_ds, cfg)
@@ -207,10 +206,6 @@ def build_loaders(cfg: Config, info: du.DistInfo, datasets: Any) -> tuple[DataLo
 
 def check_validation_sizes(val_ds: Any, cfg: Config) -> None:
     """Every validation image is large enough for val.metrics (checked now, not at the first validation)."""
-    from ..data.datasets import item_sizes
-    from ..errors import DataError
-    from ..metrics import MetricSuite
-
     need = MetricSuite.minimum_side(cfg.val.metrics, crop_border=cfg.val.crop_border)
     for name, height, width in item_sizes(val_ds):
         if min(height, width) < need:
@@ -221,7 +216,5 @@ def check_validation_sizes(val_ds: Any, cfg: Config) -> None:
             )
 
 
-def build_val_suite(cfg: Config, device: torch.device) -> Any:
-    from ..metrics import MetricSuite
-
+def build_val_suite(cfg: Config, device: torch.device) -> MetricSuite:
     return MetricSuite(cfg.val.metrics, y_channel=cfg.val.y_channel, crop_border=cfg.val.crop_border, device=device)

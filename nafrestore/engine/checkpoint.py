@@ -38,18 +38,17 @@ import random
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config import Config, config_from_dict, load_config
 from ..errors import CheckpointError, ConfigError
-from ..models.loading import load_weights, read_checkpoint, strip_prefixes
+from ..loading import find_checkpoint, load_weights, read_checkpoint, strip_prefixes
 from ..utils.files import atomic_write
-
-if TYPE_CHECKING:
-    from ..config import Config
+from ..version import __version__
 
 FORMAT_VERSION = 1
 
@@ -153,8 +152,6 @@ def make_checkpoint(
     memory_format: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict documented at the top of this module from plain parts."""
-    from .. import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "nafrestore_version": __version__,
@@ -225,8 +222,6 @@ def config_for_resume(
         ConfigError: neither a config nor a checkpoint, or an invalid override.
         CheckpointError: the checkpoint cannot be read.
     """
-    from ..config import config_from_dict, load_config
-
     if resume is None:
         if config is None:
             raise ConfigError("Give a config file (e.g. configs/lka-nafnet-w12.yaml) or a run directory to resume.")
@@ -249,8 +244,6 @@ def resume_checkpoint(resume: str | Path) -> Path:
     Raises:
         CheckpointError: nothing to resume there.
     """
-    from ..models.loading import find_checkpoint
-
     if not Path(resume).exists():
         raise CheckpointError(f"Cannot resume from {resume}: no such run directory or checkpoint file.")
     try:

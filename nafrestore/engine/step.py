@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import distributed as du
 from ..utils.device import MEMORY_FORMATS, autocast
-from . import distributed as du
 
 __all__ = ["train_step"]
 

@@ -35,9 +35,12 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_to_dict, dump_config
 from ..data import BatchStream, check_data_order
 from ..errors import ConfigError, NafrestoreError
+from ..evaluation import loader_items, model_restore, score
+from ..losses import build_loss
+from ..metrics import METRIC_INFO
 from ..models import in_channels
-from ..utils.files import atomic_write, remove_stale_temporaries
-from . import distributed as du
+from ..utils import distributed as du
+from ..utils.files import atomic_write, read_metrics, remove_stale_temporaries
 from .build import build_loaders, build_optimization, build_training_model, build_val_suite, wrap_model
 from .checkpoint import (
     claim_run_dir,
@@ -52,8 +55,7 @@ from .checkpoint import (
     weights_are_finite,
 )
 from .ema import ModelEMA
-from .logging import RunLogger, read_metrics
-from .losses import build_loss
+from .logging import RunLogger
 from .optim import WarmupCosineSchedule
 from .signals import StopSignals, TrainingInterrupted, resume_command
 from .step import train_step
@@ -304,8 +306,6 @@ def _inference_mode(s: TrainState, model: nn.Module) -> Iterator[None]:
 
 def _validate(s: TrainState) -> None:
     """Score the validation set (in full precision, whatever the training precision) and record it."""
-    from ..evaluation import loader_items, model_restore, score
-
     if s.val_loader is None:
         return
     vc, model = s.cfg.val, s.eval_model
@@ -344,8 +344,6 @@ def _validate_keeping_checkpoint(s: TrainState) -> None:
 
 def _keep_best(s: TrainState, value: float) -> None:
     """Write best.pt when ``value`` of ``val.best_metric`` beats the best so far (its direction from the registry)."""
-    from ..metrics import METRIC_INFO
-
     metric = s.cfg.val.best_metric
     sign = 1.0 if METRIC_INFO[metric].higher_is_better else -1.0
     if math.isfinite(value) and (s.best is None or sign * value > sign * s.best):

@@ -12,18 +12,16 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..models.loading import ModelSpec
-
 from ..data.io import rgb_to_luma
+from ..loading import ModelSpec, load_spec
 from ..models import in_channels
-from ..utils.device import resolve_precision
+from ..utils.device import resolve_device, resolve_precision
 from ..utils.pixels import INTEGER_DTYPES, from_float, to_float
 from .fold import fold_for_inference
 from .tiling import DEFAULT_OVERLAP, restore_batch
@@ -61,12 +59,10 @@ def load_model(
         architecture and settings (without the weights).
 
     Raises:
-        CheckpointError: see :func:`nafrestore.models.loading.load_spec`.
+        CheckpointError: see :func:`nafrestore.loading.load_spec`.
         DownloadError: a pretrained model that is not cached and cannot be downloaded (offline, no network).
         NafrestoreError: the device is not available.
     """
-    from ..models.loading import load_spec
-
     return model_from_spec(
         load_spec(checkpoint_or_preset, weights), device=device, tlc=tlc, fold=fold, channels_last=channels_last
     )
@@ -80,10 +76,8 @@ def model_from_spec(
     fold: bool = True,
     channels_last: bool | None = None,
 ) -> nn.Module:
-    """The network a :class:`~nafrestore.models.loading.ModelSpec` describes, ready for inference (see
+    """The network a :class:`~nafrestore.loading.ModelSpec` describes, ready for inference (see
     :func:`load_model` for the arguments and the result)."""
-    from ..utils.device import resolve_device
-
     dev = resolve_device(device)
     net = spec.build(tlc)
     net = net.to(dev).requires_grad_(False)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, read_image_size, rgb_to_luma, save_image
 from ..errors import NafrestoreError, OutputExistsError
@@ -284,8 +285,6 @@ class _Progress:
     """A tqdm bar over files showing the throughput (MP/s), and the run's clock."""
 
     def __init__(self, total: int, enabled: bool, report: BatchReport) -> None:
-        from tqdm.auto import tqdm
-
         self.report = report
         self.start = time.perf_counter()
         self.bar = tqdm(total=total, unit="img", disable=not enabled, dynamic_ncols=True)

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save as save_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import NafrestoreError
-from ..models.layers import LocalAvgPool2d, use_plain_ops
-from ..models.loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
+from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
+from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, use_plain_ops
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
 
@@ -124,8 +126,6 @@ class ExportableNet(nn.Module):
 
 def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
     """The folded, plain-op, branch-free network of ``spec`` on the CPU, in eval mode."""
-    from ..models.layers import SimplifiedChannelAttention
-
     net = fold_for_inference(spec.build(tlc), channels_last=False)
     use_plain_ops(net)
 
@@ -201,8 +201,6 @@ def _unfolded_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
 
 
 def _export_safetensors(spec: ModelSpec, path: Path) -> None:
-    from safetensors.torch import save_file
-
     state = _unfolded_state(spec)
     spec.build()  # fail here, not at load time, when the weights do not fit the architecture
     save_file(state, str(path), metadata={"nafrestore": json.dumps(spec.metadata())})
@@ -214,7 +212,7 @@ def _reference(spec: ModelSpec, x: torch.Tensor) -> torch.Tensor:
 
 
 def _export_onnx(spec: ModelSpec, path: Path, opset: int, check_size: int) -> None:
-    try:
+    try:  # here, not at the top: onnx and onnxscript are the optional extra nafrestore[export]
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
@@ -246,7 +244,7 @@ def _export_onnx(spec: ModelSpec, path: Path, opset: int, check_size: int) -> No
 
 def _check_onnx(spec: ModelSpec, path: Path, channels: int, size: int) -> None:
     """Run the file in onnxruntime (when installed) on an odd-sized image and compare with PyTorch."""
-    try:
+    try:  # here, not at the top: onnxruntime is the optional extra nafrestore[export]
         import onnxruntime as ort
     except ImportError:
         return
@@ -264,8 +262,6 @@ def _compare(spec: ModelSpec, x: torch.Tensor, got: torch.Tensor, what: str) -> 
 
 
 def _export_torchscript(spec: ModelSpec, path: Path, check_size: int) -> None:
-    from safetensors.torch import save as save_safetensors
-
     module = exportable_module(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x (see module doc)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..metrics.psnr import psnr
 from ..models import in_channels
 from ..utils.device import autocast, time_alternately
 
@@ -71,8 +72,6 @@ def measure_bf16(model: nn.Module, size: int = 256, rounds: int = 2, repeats: in
     Times the two precisions alternately ``rounds`` times (``repeats`` forwards each after a warm-up) and keeps the
     best of each, so background load hits both alike.
     """
-    from ..metrics.psnr import psnr
-
     param = next(model.parameters())
     x = _probe(in_channels(model), size).to(param.device, param.dtype)
     outputs: dict[str, torch.Tensor] = {}

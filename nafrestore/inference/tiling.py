@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..utils.device import autocast
+from ..utils.tiles import tile_starts
 
 __all__ = [
     "DEFAULT_TILE",
@@ -30,7 +31,6 @@ __all__ = [
     "forward",
     "restore_batch",
     "restore_tiled",
-    "tile_starts",
     "tile_weights",
 ]
 
@@ -86,19 +86,6 @@ def forward(model: nn.Module, x: torch.Tensor, *, tta: bool = False, precision: 
                 y = _dihedral_inverse(model(_dihedral(x, k, flip)).float(), k, flip)
                 out = y if out is None else out.add_(y)
         return out.div_(8)
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of side ``tile`` covering ``[0, size)`` with at least ``overlap`` shared pixels.
-
-    Steps of ``tile - overlap``; the last tile ends exactly at ``size``. A size up to ``tile`` gives one tile.
-    """
-    if size <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)
-    return starts
 
 
 def _ramp(n: int) -> torch.Tensor:

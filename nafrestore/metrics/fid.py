@@ -50,6 +50,8 @@ def build_fid_inception(state_dict: dict[str, Any] | None = None, source: str = 
             network randomly initialised (tests only).
         source: the file it came from, for error messages.
     """
+    # Here, not at the top: torchvision adds ~2.5 s to the start of every command that scores (measured), and
+    # only rfid and kid need it.
     import torchvision
     from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 

@@ -65,7 +65,7 @@ def build_lpips(net: str = "alex", backbone_state_dict: dict[str, Any] | None = 
         source: the file it came from, for error messages.
     """
     _check_net(net)
-    import lpips as lpips_pkg
+    import lpips as lpips_pkg  # here, not at the top: it and torchvision add ~3 s to a command's start (measured)
 
     with warnings.catch_warnings():
         # lpips 0.1.4 still passes torchvision's deprecated `pretrained=` argument.

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nafrestore.errors import DownloadError, WeightsError
 from nafrestore.hub import RemoteFile, fetch, file_sha256, hub_checkpoint_dir, unique_dirs
 
@@ -211,8 +213,6 @@ def weights_status(weights_dir: str | os.PathLike | None = None) -> list[dict[st
 
 def read_weights_file(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` a state dict safely (``weights_only``) on the CPU; unreadable files raise WeightsError."""
-    import torch
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure here means an unusable file, reported as such

@@ -1,6 +1,6 @@
 """Model registry: build networks by name with ``create_model(name, **kwargs)``.
 
-Outside ``models/`` networks are built through :func:`nafrestore.models.loading.build_model` (from a config or a
+Outside ``models/`` networks are built through :func:`nafrestore.loading.build_model` (from a config or a
 checkpoint), which wraps :func:`create_model` with a user-facing error.
 """
 

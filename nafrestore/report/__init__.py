@@ -4,8 +4,8 @@ A report folder holds ``report.html`` (one self-contained page: style, script an
 disk with no network), ``report.json`` (the same data, see :mod:`nafrestore.report.page`), the images
 (``images/``, ``previews/``, ``thumbs/``, one folder per view, see :mod:`nafrestore.report.images`) and
 ``comparison.png``. :func:`~nafrestore.evaluation.score` writes the images while it scores;
-:func:`write_eval_report` writes the page from the result; :func:`build_report` writes it again from a report
-folder, an ``eval --json`` file or a run directory.
+:func:`write_eval_report` writes the page and ``comparison.png`` from the result (:mod:`.results`);
+:func:`build_report` writes the page again from a report folder, an ``eval --json`` file or a run directory.
 """
 
 from __future__ import annotations
@@ -13,23 +13,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import DataError, NafrestoreError
+from ..utils.files import read_metrics
 from .images import ReportImages
 from .page import FORMAT, HTML_NAME, JSON_NAME, assemble, copy_file, run_info, write_page
+from .results import Comparison, EvalResult
 from .schema import check_eval_json, check_report
-
-if TYPE_CHECKING:
-    from ..evaluation import Comparison, EvalResult
 
 __all__ = ["ReportImages", "build_report", "write_eval_report"]
 
 
 def write_eval_report(result: EvalResult | Comparison, folder: str | Path, *, title: str | None = None) -> Path:
-    """Write the report of an ``eval`` result into ``folder`` (see :func:`nafrestore.evaluation.write_report`)."""
-    from ..evaluation import Comparison
+    """The HTML report of an ``eval`` result in ``folder``: ``report.html`` (self-contained, opens from the disk),
+    ``report.json`` (its data, for ``nafrestore report``), ``comparison.png`` (input | restored | ground truth crops
+    of the best and worst image) and the images :func:`~nafrestore.evaluation.score` wrote there (copied from where
+    it wrote them if that was elsewhere).
 
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        OutputError: a file cannot be written (also one that failed while scoring, raised here so that the scores
+            are printed first).
+    """
     folder = Path(folder)
     results = result.models if isinstance(result, Comparison) else {result.origin.get("label", "restored"): result}
     first = next(iter(results.values()))
@@ -59,7 +67,10 @@ def write_eval_report(result: EvalResult | Comparison, folder: str | Path, *, ti
         copy_images(data, first.report_images.folder, folder)
     elif data["images"]:
         data["notes"].append("The images were not kept while scoring (score(..., report_images=...)): no comparisons.")
-    return write_page(data, folder)
+    page = write_page(data, folder)
+    if first.extremes is not None:
+        first.extremes.draw(folder / "comparison.png")
+    return page
 
 
 def _title(results: Mapping[str, Any], origin: Mapping[str, Any]) -> str:
@@ -191,8 +202,6 @@ def _run_scores(run_dir: Path) -> tuple[dict[str, Any], Path | None]:
             data, root = _read_scores(candidate)
             data["title"] = f"Run {run_dir.resolve().name}"
             return data, root
-    from ..engine.logging import read_metrics
-
     validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if any(k.startswith("val/") for k in r)]
     last = validations[-1] if validations else {}
     summary = {k[4:]: v for k, v in last.items() if k.startswith("val/") and not k.startswith("val/input_")}

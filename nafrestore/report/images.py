@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data import save_image
 from ..errors import OutputError
 
 INPUT, GROUND_TRUTH = "input", "gt"
@@ -40,7 +41,7 @@ class ReportImages:
     One writer serves several models scored on the same images: :meth:`for_view` gives a writer for another
     restored view that shares this one's folder and its record of what was written, so the input and ground truth
     of an image are written once. A file that cannot be written stops the writing (scoring goes on, so the scores
-    are not lost) and is kept in :attr:`error`, which :func:`~nafrestore.evaluation.write_report` raises after the
+    are not lost) and is kept in :attr:`error`, which :func:`~nafrestore.report.write_eval_report` raises after the
     scores are printed.
 
     Args:
@@ -89,8 +90,6 @@ class ReportImages:
             return {}
 
     def _write_view(self, view: str, name: str, image: torch.Tensor) -> dict[str, Any]:
-        from ..data import save_image
-
         stem = self._stem(name)
         height, width = int(image.shape[-2]), int(image.shape[-1])
         files = {

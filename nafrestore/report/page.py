@@ -29,14 +29,16 @@ import datetime as _dt
 import html
 import json
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..evaluation import json_safe
-from ..utils.files import atomic_write
+from ..metrics import METRIC_INFO
+from ..utils.files import atomic_write, read_metrics
 from .images import GROUND_TRUTH, INPUT
+from .results import json_safe
 
 FORMAT, VERSION = "nafrestore-report", 1
 HTML_NAME, JSON_NAME = "report.html", "report.json"
@@ -82,8 +84,6 @@ def assemble(
     (written by :class:`~nafrestore.report.images.ReportImages`) is optional, and the rows of every model have the
     same names. The input's values are taken from the first model's rows.
     """
-    from ..metrics import METRIC_INFO
-
     labels = [label for label, _, _ in models]
     keys = view_keys(labels)
     names = list(metrics or settings.get("metrics") or [m for m in METRIC_INFO if m in models[0][1]])
@@ -131,8 +131,6 @@ def _metric(name: str, info: Any) -> dict[str, Any]:
 def run_info(run_dir: str | Path, folder: str | Path | None = None) -> dict[str, Any] | None:
     """A training run's part of the report: its config, its logged curves, and ``curves.png`` (copied into
     ``folder``) when there is no log to draw them from. None when ``run_dir`` is not a run directory."""
-    from ..engine.logging import read_metrics
-
     run_dir = Path(run_dir)
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.jsonl"
     if not (config.is_file() or metrics.is_file()):
@@ -166,8 +164,6 @@ def _numbers(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def copy_file(source: Path, target: Path) -> None:
     """Copy a file through an atomic write (the report's outputs all go through :mod:`nafrestore.utils.files`)."""
-    import shutil
-
     if source.resolve() == target.resolve():
         return
     with source.open("rb") as src, atomic_write(target) as dst:

@@ -1,1 +1,2 @@
-"""Small helpers shared across nafrestore (devices, seeding, mixed precision)."""
+"""Small helpers shared across nafrestore: pixel scales, devices and precision, atomic files, the tile grid, the
+``torchrun`` process group."""

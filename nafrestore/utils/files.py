@@ -13,12 +13,17 @@ writing succeeded. ``os.replace`` is atomic within one file system, so readers s
 - ``exclusive=True`` never replaces an existing file (:class:`~nafrestore.errors.OutputExistsError`).
 - A process killed while writing leaves its temporary file behind; :func:`remove_stale_temporaries` removes
   those of one target (the training loop calls it for its checkpoints when a run starts or resumes).
+
+A file appended to line by line (a run's ``metrics.jsonl``) can still end in a line cut by a kill:
+:func:`read_metrics` skips it. The training loop writes that file and reads it back on resume; the report reads it
+for a run's curves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import secrets
@@ -29,7 +34,7 @@ from typing import IO, Any
 
 from ..errors import OutputError, OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write", "output_error", "publish", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_write", "output_error", "publish", "read_metrics", "remove_stale_temporaries"]
 
 # os.link errors that mean "this file system has no hard links" (FAT/exFAT, some network and FUSE mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
@@ -134,6 +139,22 @@ def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (unparsable lines, e.g. one cut by a kill, are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records
 
 
 def make_folder(folder: str | Path) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
+from .registry import Registry
 
 LOSSES: Registry = Registry("loss")
 

@@ -1,4 +1,5 @@
-"""Multi-process (DistributedDataParallel) training helpers.
+"""Multi-process (DistributedDataParallel) helpers: training joins the process group; training and evaluation
+(which merges every process's scores) use its collectives.
 
 ``torchrun --nproc_per_node N -m nafrestore train CONFIG`` starts N processes with ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` in their environment; :func:`setup_distributed` then joins them into a process group (NCCL on
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, NafrestoreError
-from ..utils.device import resolve_device
+from .device import resolve_device
 
 
 @dataclass(frozen=True)

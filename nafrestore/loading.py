@@ -35,15 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from ..errors import CheckpointError, NafrestoreError
-from ..registry import did_you_mean
-from .pretrained import DEFAULT, PretrainedModel, find_pretrained, model_names, pretrained_file
+from .config import config_to_dict, load_config
+from .errors import CheckpointError, NafrestoreError
+from .models import MODELS, create_model
+from .models.pretrained import DEFAULT, PretrainedModel, find_pretrained, model_names, pretrained_file
+from .registry import did_you_mean
 
 _PREFIXES = ("module.", "_orig_mod.")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]  # the repository: its configs/ folder holds the presets
 #: The extra file of a nafrestore TorchScript export that holds its unfolded weights and architecture, in the
 #: layout of the safetensors export (stored in the archive as ``<archive>/extra/nafrestore.safetensors``).
 TORCHSCRIPT_WEIGHTS_ENTRY = "nafrestore.safetensors"
@@ -295,8 +299,6 @@ def _unpickler_detail(exc: BaseException) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
@@ -316,8 +318,6 @@ def _checkpoint_from(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) 
 
 def _read_torchscript(path: Path) -> dict[str, Any]:
     """The weights and architecture a nafrestore TorchScript export embeds, read without loading its code."""
-    from safetensors.torch import load as load_safetensors
-
     suffix = f"/extra/{TORCHSCRIPT_WEIGHTS_ENTRY}"
     try:
         with zipfile.ZipFile(path) as archive:
@@ -433,8 +433,6 @@ def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None =
     Raises:
         NafrestoreError: an unknown name or arguments the model does not take.
     """
-    from . import create_model
-
     try:
         return create_model(name, tlc_train_size=tlc_train_size, **dict(args))
     except (TypeError, ValueError, KeyError) as exc:
@@ -548,8 +546,6 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
 
 
 def _spec_from_config(config_path: Path, weights: str | Path | None, require_weights: bool) -> ModelSpec:
-    from ..config import config_to_dict, load_config
-
     if weights is None and require_weights:
         raise CheckpointError(
             f"{config_path} is a config: it describes the architecture but holds no trained weights, and restoring "
@@ -585,8 +581,6 @@ def _check_same_architecture(
     counts as its default (``kernel_size: null`` is 23). Files that record no architecture (official release files,
     bare state dicts) are taken as the config says.
     """
-    from . import MODELS
-
     their_name, their_args = ckpt.get("model_name"), ckpt.get("model_args")
     if not isinstance(their_name, str) or not isinstance(their_args, Mapping) or their_name not in MODELS:
         return
