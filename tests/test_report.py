@@ -269,7 +269,7 @@ def _set(path: str, value):
 )
 def test_a_bad_report_json_is_refused_naming_the_file_and_the_field(folders, tmp_path, change, field, expected):
     report = tmp_path / "rep"
-    ev.write_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], lq=folders["lq"], metrics="psnr",
+    write_eval_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], lq=folders["lq"], metrics="psnr",
                                 report_dir=report, progress=False), report)  # fmt: skip
     data = json.loads((report / "report.json").read_text())
     change(data)
@@ -283,7 +283,7 @@ def test_a_bad_report_json_is_refused_naming_the_file_and_the_field(folders, tmp
 
 def test_a_report_json_of_a_newer_version_or_a_bad_eval_json_is_refused(folders, tmp_path):
     report = tmp_path / "rep"
-    ev.write_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], metrics="psnr", report_dir=report,
+    write_eval_report(ev.evaluate(pred=folders["pred"], gt=folders["gt"], metrics="psnr", report_dir=report,
                                 progress=False), report)  # fmt: skip
     data = json.loads((report / "report.json").read_text())
     (report / "report.json").write_text(json.dumps({**data, "version": 2}))
