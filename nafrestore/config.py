@@ -637,9 +637,16 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     args = model.pop("args")
     if model.get("init_from") is None:
         model.pop("init_from", None)  # written only when set: configs and checkpoints without it stay as they were
-    out = {"model": {**model, **args}, **out}
-    out["train"]["betas"] = list(out["train"]["betas"])
-    return out
+    return _tuples_as_lists({"model": {**model, **args}, **out})
+
+
+def _tuples_as_lists(value: Any) -> Any:
+    """Fixed-length fields (``train.betas``, ``data.frames``) as YAML lists, so a config read back compares equal."""
+    if isinstance(value, dict):
+        return {k: _tuples_as_lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tuples_as_lists(v) for v in value]
+    return value
 
 
 def dump_config(cfg: Config) -> str:

@@ -423,13 +423,14 @@ def test_every_command_takes_a_registry_name(tiny, server, home, tmp_path):
     assert server.requests == []  # the architecture alone: nothing downloaded
 
     src = images(tmp_path / "in")
+    # fp32 as restore() below: auto may pick bf16 on a CPU with native bf16 (AVX512-BF16)
     result = runner.invoke(app, ["infer", str(src), "-o", str(tmp_path / "out"), "--ckpt", entry.name,
-                                 "--device", "cpu", "--quiet"])  # fmt: skip
+                                 "--device", "cpu", "--quiet", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(server.requests) == 1 and (home / entry.file).is_file()
 
     result = runner.invoke(app, ["infer", str(src), "-o", str(tmp_path / "out2"), "--model", entry.name,
-                                 "--device", "cpu", "--quiet", "--offline"])  # fmt: skip
+                                 "--device", "cpu", "--quiet", "--offline", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     net = nafrestore.load_model(entry.name)
     image = cv2.imread(str(src / "0.png"))[:, :, ::-1].copy()
