@@ -22,7 +22,7 @@ three-image folder should not mean a new DataLoader iterator (and worker round t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .transforms import random_crop, random_dihedral
 
 __all__ = [
     "CACHE_LIMIT_BYTES",
+    "PairDataset",
     "PairedFolderDataset",
     "PairedImageDataset",
     "SIDDValidationDataset",
@@ -48,6 +49,7 @@ __all__ = [
     "item_sizes",
     "limit_dataset",
     "training_pair",
+    "want_cache",
 ]
 
 #: ``cache="auto"`` keeps decoded images in memory when they take less than this.
@@ -56,13 +58,15 @@ CACHE_LIMIT_BYTES = 2 * 1024**3
 # Datasets
 
 
-def _want_cache(cache: str, nbytes: int) -> bool:
+def want_cache(cache: str, paths: Iterable[Path]) -> bool:
+    """Whether to keep the decoded images of ``paths`` in memory: ``"always"``, ``"never"``, or ``"auto"`` when
+    they take less than :data:`CACHE_LIMIT_BYTES` (estimated from the file headers, read only for ``"auto"``)."""
     if cache == "always":
         return True
     if cache == "never":
         return False
     if cache == "auto":
-        return nbytes < CACHE_LIMIT_BYTES
+        return sum(_decoded_bytes(p) for p in paths) < CACHE_LIMIT_BYTES
     raise ValueError(f"cache must be 'auto', 'always' or 'never', got {cache!r}")
 
 
@@ -119,7 +123,7 @@ def degraded_validation_pair(clean: np.ndarray, degrade: Degradation, *, name: s
     return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": name}
 
 
-class _PairDataset(Dataset):
+class PairDataset(Dataset):
     """Shared index handling: training (random crops, virtual length) or validation (whole images) mode."""
 
     #: build_train_loader may pass ``(index, seed)`` tuples to datasets that set this.
@@ -180,7 +184,7 @@ class _PairDataset(Dataset):
         return self._table[index % len(self._table)], np.random.default_rng(seed)
 
 
-class PairedImageDataset(_PairDataset):
+class PairedImageDataset(PairDataset):
     """Degraded/clean pairs from explicit file pairs (see :func:`match_pairs`, :func:`sidd_train_pairs`).
 
     Args:
@@ -208,8 +212,7 @@ class PairedImageDataset(_PairDataset):
         self.pairs = [(str(name), Path(lq), Path(gt)) for name, lq, gt in pairs]
         self.names = [name for name, _, _ in self.pairs]
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        estimate = 0 if cache != "auto" else sum(_decoded_bytes(lq) + _decoded_bytes(gt) for _, lq, gt in self.pairs)
-        if _want_cache(cache, estimate):
+        if want_cache(cache, (p for _, lq, gt in self.pairs for p in (lq, gt))):
             self._cache = [(load_rgb_integer(lq), load_rgb_integer(gt)) for _, lq, gt in self.pairs]
             sizes = [(lq.shape[:2], gt.shape[:2]) for lq, gt in self._cache]
         else:
@@ -297,7 +300,7 @@ def _as_image_array(image: Any, i: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-class SyntheticDataset(_PairDataset):
+class SyntheticDataset(PairDataset):
     """Clean images degraded on the fly: the degraded version is the input, the clean one the target.
 
     Training (``patch_size`` set): crop and symmetry first, then degrade the crop with the sample's generator
@@ -350,8 +353,7 @@ class SyntheticDataset(_PairDataset):
             raise ValueError(f"got {len(names)} names for {len(images)} images")
         self.names = [str(n) for n in names]
         paths = [Path(x) for x in images if isinstance(x, str | Path)]
-        estimate = 0 if cache != "auto" else sum(_decoded_bytes(p) for p in paths)
-        keep = _want_cache(cache, estimate)
+        keep = want_cache(cache, paths)
         self._images: list[Path | np.ndarray] = [
             (load_rgb_integer(x) if keep else Path(x)) if isinstance(x, str | Path) else _as_image_array(x, i)
             for i, x in enumerate(images)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..utils.pixels import to_float, to_tensor
-from .datasets import _decoded_bytes, _PairDataset, _want_cache
+from .datasets import PairDataset, want_cache
 from .degradations import Degradation, build_degradation, from_linear, seed_for, to_linear
 from .io import list_images, load_rgb_integer, read_image_size
 from .pairs import first_few
@@ -81,7 +81,7 @@ def frame_sequences(root: str | Path, key: str, min_frames: int) -> list[tuple[s
     return long_enough
 
 
-class AveragedFramesDataset(_PairDataset):
+class AveragedFramesDataset(PairDataset):
     """Blurry/sharp pairs by averaging K consecutive frames in linear light, the middle frame as the target.
 
     Training (``patch_size`` set): each sample picks a sequence (in proportion to its frame count), K uniformly
@@ -138,8 +138,7 @@ class AveragedFramesDataset(_PairDataset):
         )
         self._check_sizes()
         paths = [p for _, seq in self.sequences for p in seq]
-        keep = _want_cache(cache, 0 if cache != "auto" else sum(_decoded_bytes(p) for p in paths))
-        self._cache = {p: load_rgb_integer(p) for p in paths} if keep else None
+        self._cache = {p: load_rgb_integer(p) for p in paths} if want_cache(cache, paths) else None
 
     def _check_sizes(self) -> None:
         bad = []
