@@ -30,9 +30,11 @@ Methods, in this order:
 
 Two checks on the 4 held-out validation photographs of the sample split (never trained on) follow, for every
 method: **no harm**, the photographs restored without any degradation, scored against themselves (lowest and mean
-PSNR; ``--no-harm-dir`` adds a folder of clean photographs, e.g. PolyU's ``clean/``); and for blur, **synthetic
-camera shake** of each size class (small 3-13 px, medium 13-27 px, large 27-41 px; one kernel per photograph,
-seeded by its name).
+PSNR; ``--no-harm-dir`` adds a folder of clean photographs, e.g. PolyU's ``clean/``); then the task's synthetic
+degradations, one fixed draw per photograph, seeded by its name: for blur, **camera shake** of each size class
+(small 3-13 px, medium 13-27 px, large 27-41 px); for noise, **strong camera noise** at three levels
+(``STRONG_NOISE``: shot noise 0.02, 0.05 and 0.1 through the camera round trip, blotchy chroma, JPEG 90; inputs of
+about 25, 20 and 18 dB), scored beside blind NLM.
 
 Writes ``OUT.json`` (settings, per-method summaries overall and per group, per-image values, the checks) and
 ``OUT.md`` (the command, then the tables; per pair too when there are at most 20 pairs). ``estimate_sigma`` needs
@@ -66,6 +68,22 @@ NLM_FACTOR = 8.0  # h = NLM_FACTOR * estimate_sigma (0-255 scale); see the modul
 USM_RADII = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 USM_AMOUNTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SHAKE_CLASSES = {"small": [3, 13], "medium": [13, 27], "large": [27, 41]}
+# Strong real noise (high ISO, low light): a large shot noise (Brooks et al. draw up to 0.012) with the read noise
+# that goes with it, in-camera luma noise reduction (0.5 px) and the blotchy chroma that demosaicing and chroma
+# noise reduction leave (the chroma noise low-passed at 2 px), then JPEG.
+STRONG_NOISE = {
+    f"strong noise (shot {shot:g})": [
+        {
+            "type": "camera_noise",
+            "shot_noise": shot,
+            "color_correction": False,
+            "noise_reduction": 0.5,
+            "chroma_noise_reduction": 2.0,
+        },
+        {"type": "jpeg", "quality": 90},
+    ]
+    for shot in (0.02, 0.05, 0.1)
+}
 PER_PAIR_LIMIT = 20  # per-pair tables in the markdown up to this many pairs
 Method = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB
 
@@ -74,7 +92,7 @@ Method = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> (H, W, 3) 
 class Task:
     input_label: str
     baseline: Callable[[argparse.Namespace], tuple[str, Method, str]]  # -> (label, method, description)
-    synthetic: bool  # score synthetic camera shake of each size class
+    degradations: dict[str, list[dict]]  # the synthetic checks: label -> degradation spec
 
 
 def find_pairs(input_dir: Path, clean_dir: Path) -> list[tuple[str, Path, Path]]:
@@ -135,18 +153,16 @@ def unsharp_mask(rgb: np.ndarray, radius: float, amount: float) -> np.ndarray:
     return to_uint8(img + amount * (img - blurred))
 
 
-def shaken(images: list[tuple[str, np.ndarray]], sizes: list[int] | None, seed: int) -> list[tuple[str, np.ndarray]]:
-    """Each (name, float image) blurred by one ``camera_shake`` kernel (``sizes``: its size range; None for the
-    defaults), seeded by the name, as uint8."""
-    spec = {"type": "camera_shake"} if sizes is None else {"type": "camera_shake", "size": sizes}
-    blur = build_degradation([spec])
-    return [(name, to_uint8(blur(img, np.random.default_rng(seed_for(name, seed))))) for name, img in images]
+def degraded(images: list[tuple[str, np.ndarray]], spec: list[dict], seed: int) -> list[tuple[str, np.ndarray]]:
+    """Each (name, float image) degraded by ``spec`` (a degradation list), seeded by the name, as uint8."""
+    degrade = build_degradation(spec)
+    return [(name, to_uint8(degrade(img, np.random.default_rng(seed_for(name, seed))))) for name, img in images]
 
 
 def usm_baseline(args: argparse.Namespace) -> tuple[str, Method, str]:
     """Unsharp masking with the radius and amount of best mean PSNR on the blurred training photographs."""
     train = sample_images("train")
-    blurred = shaken(train, None, seed=0)
+    blurred = degraded(train, [{"type": "camera_shake"}], seed=0)
     clean = [to_uint8(img) for _, img in train]
     best = (-np.inf, 0.0, 0.0)
     for radius in USM_RADII:
@@ -167,8 +183,15 @@ def usm_baseline(args: argparse.Namespace) -> tuple[str, Method, str]:
 
 
 TASKS = {
-    "noise": Task("noisy input", nlm_baseline, synthetic=False),
-    "blur": Task("blurry input", usm_baseline, synthetic=True),
+    "noise": Task("noisy input", nlm_baseline, STRONG_NOISE),
+    "blur": Task(
+        "blurry input",
+        usm_baseline,
+        {
+            f"camera shake {label} ({lo}-{hi} px)": [{"type": "camera_shake", "size": [lo, hi]}]
+            for label, (lo, hi) in SHAKE_CLASSES.items()
+        },
+    ),
 }
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,19 +252,15 @@ def run_method(name: str, method: Method | None, pairs: list, checks: dict[str, 
 
 
 def build_checks(task: Task, no_harm_dir: Path | None) -> dict[str, list]:
-    """The held-out checks: no harm on the validation photographs (and ``no_harm_dir``), synthetic shake."""
+    """The held-out checks: no harm on the validation photographs (and ``no_harm_dir``), the task's degradations."""
     val = sample_images("val")
     clean = [(name, to_uint8(img)) for name, img in val]
     checks = {"no harm, 4 validation photographs": [(n, c, c) for n, c in clean]}
     if no_harm_dir is not None:
         photos = [(p.stem, read_uint8(p)) for p in sorted(no_harm_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         checks[f"no harm, {len(photos)} photographs of {no_harm_dir}"] = [(n, c, c) for n, c in photos]
-    if task.synthetic:
-        for label, sizes in SHAKE_CLASSES.items():
-            blurred = shaken(val, sizes, seed=0)
-            checks[f"camera shake {label} ({sizes[0]}-{sizes[1]} px)"] = [
-                (n, b, c) for (n, b), (_, c) in zip(blurred, clean, strict=True)
-            ]
+    for label, spec in task.degradations.items():
+        checks[label] = [(n, d, c) for (n, d), (_, c) in zip(degraded(val, spec, seed=0), clean, strict=True)]
     return checks
 
 
@@ -283,14 +302,17 @@ def markdown(task_name: str, results: list[dict], command: str, settings: dict) 
     checks = list(first["checks"])
     lines += [
         "",
-        "**Held-out checks** (the sample split's validation photographs, never trained on): PSNR (dB) mean / lowest. "
-        "No harm scores a clean photograph's output against the photograph itself.",
+        "**Held-out checks** (the sample split's validation photographs, never trained on): PSNR (dB) mean / "
+        "lowest, then mean SSIM. No harm scores a clean photograph's output against the photograph itself.",
         "",
         "| method | " + " | ".join(checks) + " |",
         "| --- |" + " ---: |" * len(checks),
     ]
     for r in results:
-        cells = [f"{r['checks'][c]['psnr']:.2f} / {r['checks'][c]['lowest_psnr']:.2f}" for c in checks]
+        cells = [
+            f"{r['checks'][c]['psnr']:.2f} / {r['checks'][c]['lowest_psnr']:.2f}, {r['checks'][c]['ssim']:.4f}"
+            for c in checks
+        ]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
