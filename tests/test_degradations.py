@@ -171,6 +171,34 @@ def test_shake_kernel_is_centred_on_the_middle_of_the_exposure():
     assert k[centre, centre] > 0 and k[centre, :centre].sum() > 0.4 and k[centre + 1 :, centre].sum() > 0.4
 
 
+@pytest.mark.parametrize("frames", [2, 8, 10])
+def test_camera_shake_frames_gives_one_dot_per_averaged_frame(frames):
+    # A straight path of 8 video frames 4 px apart (extent 30): 8 dots, each a bilinear splat of at most 2x2 taps
+    # and 1/8 of the mass, the middle frame's dot at the kernel centre (an even count: the later middle frame).
+    path = np.linspace(0, 100, 1001).astype(np.complex128)
+    k = shake_kernel(path, extent=30, frames=frames)
+    assert k.sum() == pytest.approx(1, abs=1e-5) and k.min() >= 0
+    row = k[k.shape[0] // 2]
+    assert row.sum() == pytest.approx(1, abs=1e-5)  # horizontal: all in the centre row
+    dots = np.split(np.nonzero(row)[0], np.nonzero(np.diff(np.nonzero(row)[0]) > 1)[0] + 1)
+    assert len(dots) == frames and all(len(d) <= 2 for d in dots)
+    assert [row[d].sum() for d in dots] == pytest.approx([1 / frames] * frames, abs=1e-6)
+    assert row[k.shape[0] // 2] == pytest.approx(1 / frames, abs=1e-6)
+    shake = CameraShake(size=25, frames=[7, 13])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        kernel = shake.draw_kernel(rng)
+        assert kernel.sum() == pytest.approx(1, abs=1e-5) and np.count_nonzero(kernel) <= 4 * 13
+        assert 24 <= _support_side(kernel) <= 25
+
+
+def test_camera_shake_frames_must_be_an_integer_range():
+    with pytest.raises(ValueError, match="frames"):
+        CameraShake(frames=1)
+    with pytest.raises(ValueError, match="frames"):
+        CameraShake(frames=[2.5, 8])
+
+
 def test_camera_shake_blurs_in_linear_light():
     checker = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)[:, :, None].repeat(3, axis=2)
     rng = np.random.default_rng(0)

@@ -180,7 +180,9 @@ def shake_trajectory(
     return path
 
 
-def shake_kernel(path: np.ndarray, extent: float, exposure: float = 1.0, start: float = 0.0) -> np.ndarray:
+def shake_kernel(
+    path: np.ndarray, extent: float, exposure: float = 1.0, start: float = 0.0, frames: int | None = None
+) -> np.ndarray:
     """The blur kernel of the exposed part of a trajectory: a (k, k) float32 kernel, non-negative, summing to 1.
 
     Args:
@@ -190,6 +192,9 @@ def shake_kernel(path: np.ndarray, extent: float, exposure: float = 1.0, start: 
             ``extent`` pixels along its larger side. At least 2.
         exposure: the fraction of the trajectory the shutter is open for, in (0, 1].
         start: where in the trajectory the exposure starts, as a fraction of what is left after it, in [0, 1].
+        frames: None for a continuous exposure; else the number of video frames (at least 2) averaged into the
+            blurry frame, as GoPro-style datasets make it: the exposed path is sampled at that many equally spaced
+            instants (each frame's own exposure taken as instantaneous), so the kernel is that many dots.
 
     The kernel is centred on the position at the middle of the exposure, as the sharp target of a real blurry
     frame is the middle one of the frames a video camera averaged (GoPro): blurring moves no content relative to
@@ -199,8 +204,14 @@ def shake_kernel(path: np.ndarray, extent: float, exposure: float = 1.0, start: 
     length = max(2, round(exposure * count))
     first = round(start * (count - length))
     part = path[first : first + length]
+    if frames is not None:
+        # Frame k at time k / (frames - 1) of the exposure; the middle (or, for an even count, the later of the two
+        # middle) frame is the sharp target, as GoPro's middle frame is.
+        at = np.linspace(0.0, length - 1.0, frames)
+        steps = np.arange(length)
+        part = np.interp(at, steps, part.real) + 1j * np.interp(at, steps, part.imag)
     span = max(np.ptp(part.real), np.ptp(part.imag))
-    part = (part - part[length // 2]) * ((extent - 2) / span if span > 0 else 0.0)
+    part = (part - part[len(part) // 2]) * ((extent - 2) / span if span > 0 else 0.0)
     reach = max(np.abs(part.real).max(), np.abs(part.imag).max())
     half = math.ceil(reach) + 1  # one pixel for the bilinear footprint
     return _rasterise(part + complex(half, half), 2 * half + 1)
@@ -247,6 +258,9 @@ class CameraShake(Degradation):
         regions: number of kernels blended over the image, fixed or ``[lo, hi]`` integers in 1-8 (default 1:
             one kernel for the whole image).
         gamma: the gamma of the linear-light conversion, >= 1 (default 2.2; 1 convolves the encoded values).
+        frames: null (default) for a photograph's continuous exposure; or a number of video frames averaged, fixed
+            or ``[lo, hi]`` integers in 2-64, for the dotted kernels of GoPro-style data (8-10 frames of a 240 fps
+            video: a dot per frame along the path; see :func:`shake_kernel`).
     """
 
     def __init__(
@@ -259,6 +273,7 @@ class CameraShake(Degradation):
         jerk: float | Sequence[float] = (0.0, 0.2),
         regions: int | Sequence[int] = 1,
         gamma: float = 2.2,
+        frames: int | Sequence[int] | None = None,
     ) -> None:
         self.size = Param("size", size, low=3)
         self.exposure = Param("exposure", exposure, low=0, high=1, strict_low=True)
@@ -268,6 +283,7 @@ class CameraShake(Degradation):
         self.jerk = Param("jerk", jerk, low=0, high=1)
         self.regions = Param("regions", regions, low=1, high=8, integer=True)
         self.gamma = _number("gamma", gamma, low=1)
+        self.frames = None if frames is None else Param("frames", frames, low=2, high=64, integer=True)
 
     @property
     def margin(self) -> int:
@@ -283,7 +299,8 @@ class CameraShake(Degradation):
             gaussian=self.gaussian.sample(rng),
             jerk=self.jerk.sample(rng),
         )
-        return shake_kernel(path, self.size.sample(rng), self.exposure.sample(rng), float(rng.random()))
+        frames = None if self.frames is None else int(self.frames.sample(rng))
+        return shake_kernel(path, self.size.sample(rng), self.exposure.sample(rng), float(rng.random()), frames)
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         count = int(self.regions.sample(rng))
