@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .registry import did_you_mean
 
 
 def _field(default: Any, help: str) -> Any:
@@ -456,6 +457,7 @@ def _coerce_sequence(value: Any, tp: Any, key: str, where: _Where, fail: Any) ->
 
 
 def _unknown_key(key: str, valid: list[str], prefix: str, where: _Where) -> ConfigError:
+    # Not registry.did_you_mean: the hint names the full dotted key, matched on the last part only.
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
     return ConfigError(
@@ -489,10 +491,9 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
     raw = dict(raw)
     name = raw.pop("name", ModelConfig.name)
     if not isinstance(name, str) or name not in MODELS:
-        close = difflib.get_close_matches(str(name), MODELS.names(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"model.name ({where('model.name')}) is {name!r}, which is not a registered model.{hint} "
+            f"model.name ({where('model.name')}) is {name!r}, which is not a registered model."
+            f"{did_you_mean(str(name), MODELS.names())} "
             f"Valid names: {', '.join(MODELS.names())}."
         )
     fixed = {}
