@@ -86,6 +86,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_info(loadavg_start: str) -> dict:
+    """The machine and its load, for a benchmark's JSON (``loadavg_start``: :func:`loadavg` before timing)."""
+    return {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "loadavg_start": loadavg_start,
+        "loadavg_end": loadavg(),
+    }
+
+
+def write_results(out: Path, info: dict, md: str) -> None:
+    """``out`` (JSON) and the markdown beside it (``.md``); prints the markdown."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=2) + "\n")
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
 def markdown(info: dict) -> str:
     """The results as a markdown table (one row per model, a LSKA / LKA row per k) with the command and machine."""
     sizes = info["sizes"]
@@ -201,24 +223,11 @@ def main() -> None:
         "warmup": warmup,
         "kernel_sizes": args.kernel_sizes,
         "note": args.note,
-        "machine": {
-            "cpu": cpu_model(),
-            "threads": torch.get_num_threads(),
-            "omp_num_threads": omp,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": loadavg(),
-        },
+        "machine": machine_info(loadavg_start),
         "models": rows,
         "lska_over_lka": ratios,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(info, indent=2) + "\n")
-    md = markdown(info)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_results(args.out, info, markdown(info))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ asks for at least 0.5 at 1024x1024). Writes ``bench/capacity-cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -31,7 +29,7 @@ from nafrestore.loading import build_model
 from nafrestore.summary import count_macs, count_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_attention import cpu_model, loadavg, time_size  # noqa: E402  (sibling scripts: the same timing)
+from bench_attention import loadavg, machine_info, time_size, write_results  # noqa: E402  (sibling scripts: the same timing)
 from bench_fold import like_trained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,23 +137,10 @@ def main() -> None:
         "sizes": args.sizes,
         "rounds": rounds,
         "note": args.note,
-        "machine": {
-            "cpu": cpu_model(),
-            "threads": torch.get_num_threads(),
-            "omp_num_threads": omp,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "loadavg_start": loadavg_start,
-            "loadavg_end": loadavg(),
-        },
+        "machine": machine_info(loadavg_start),
         "models": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(info, indent=2) + "\n")
-    md = markdown(info)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_results(args.out, info, markdown(info))
 
 
 if __name__ == "__main__":
