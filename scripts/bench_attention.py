@@ -86,6 +86,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def command_line() -> str:
+    """The command that ran this script, for a benchmark's record (with ``OMP_NUM_THREADS`` when it was set)."""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={omp} " if omp else "") + "python " + shlex.join(sys.argv)
+
+
 def machine_info(loadavg_start: str) -> dict:
     """The machine and its load, for a benchmark's JSON (``loadavg_start``: :func:`loadavg` before timing)."""
     return {
@@ -212,9 +218,8 @@ def main() -> None:
             "time_per_round": {str(s): r for s, r in per_round.items()},
         }
 
-    omp = os.environ.get("OMP_NUM_THREADS")
     info = {
-        "command": (f"OMP_NUM_THREADS={omp} " if omp else "") + "python " + shlex.join(sys.argv),
+        "command": command_line(),
         "preset": str(PRESET.relative_to(ROOT)),
         "precision": "fp32",
         "batch": 1,

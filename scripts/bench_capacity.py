@@ -15,8 +15,6 @@ asks for at least 0.5 at 1024x1024). Writes ``bench/capacity-cpu.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ from nafrestore.loading import build_model
 from nafrestore.summary import count_macs, count_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_attention import loadavg, machine_info, time_size, write_results  # noqa: E402  (sibling scripts: the same timing)
+from bench_attention import command_line, loadavg, machine_info, time_size, write_results  # noqa: E402  (sibling scripts: the same timing)
 from bench_fold import like_trained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,9 +126,8 @@ def main() -> None:
             for s in args.sizes
         }
 
-    omp = os.environ.get("OMP_NUM_THREADS")
     info = {
-        "command": (f"OMP_NUM_THREADS={omp} " if omp else "") + "python " + shlex.join(sys.argv),
+        "command": command_line(),
         "preset": str(PRESET.relative_to(ROOT)),
         "precision": "fp32",
         "batch": 1,

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -59,11 +58,13 @@ from skimage.restoration import estimate_sigma
 
 import nafrestore
 from nafrestore.data.degradations import build_degradation, seed_for
-from nafrestore.data.io import load_image
+from nafrestore.data.io import list_images, load_image
 from nafrestore.data.sample import sample_images
 from nafrestore.metrics import psnr, ssim
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import command_line  # noqa: E402  (a sibling script: one way to record the command)
+
 NLM_FACTOR = 8.0  # h = NLM_FACTOR * estimate_sigma (0-255 scale); see the module docstring
 USM_RADII = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 USM_AMOUNTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -99,8 +100,7 @@ def find_pairs(input_dir: Path, clean_dir: Path) -> list[tuple[str, Path, Path]]
     """(stem, input path, clean path) for every stem present in both folders, sorted by stem."""
 
     def by_stem(folder: Path) -> dict[str, Path]:
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        return {p.stem: p for p in sorted(files)}
+        return {p.stem: p for p in list_images(folder, recursive=False)}
 
     degraded, clean = by_stem(input_dir), by_stem(clean_dir)
     stems = sorted(set(degraded) & set(clean))
@@ -257,7 +257,7 @@ def build_checks(task: Task, no_harm_dir: Path | None) -> dict[str, list]:
     clean = [(name, to_uint8(img)) for name, img in val]
     checks = {"no harm, 4 validation photographs": [(n, c, c) for n, c in clean]}
     if no_harm_dir is not None:
-        photos = [(p.stem, read_uint8(p)) for p in sorted(no_harm_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        photos = [(p.stem, read_uint8(p)) for p in list_images(no_harm_dir, recursive=False)]
         checks[f"no harm, {len(photos)} photographs of {no_harm_dir}"] = [(n, c, c) for n, c in photos]
     for label, spec in task.degradations.items():
         checks[label] = [(n, d, c) for (n, d), (_, c) in zip(degraded(val, spec, seed=0), clean, strict=True)]
@@ -292,13 +292,20 @@ def markdown(task_name: str, results: list[dict], command: str, settings: dict) 
             lines.append(f"| {r['method']} | " + " | ".join(fmt.format(v) for v in values) + " |")
     if first["overall"]["n"] <= PER_PAIR_LIMIT:
         names = [row["name"] for row in first["images"]]
-        lines += ["", "**PSNR (dB) per pair**, and each method's lowest gain over the input", ""]
+        lines += [
+            "",
+            "**PSNR (dB) per pair**" + (", and each method's lowest gain over the input" * settings["input_row"]),
+            "",
+        ]
         lines += ["| pair | " + " | ".join(r["method"] for r in results) + " |"]
         lines += ["| --- |" + " ---: |" * len(results)]
         for i, name in enumerate(names):
             lines.append(f"| {name} | " + " | ".join(f"{r['images'][i]['psnr']:.2f}" for r in results) + " |")
-        worst = [min(r["images"][i]["psnr"] - first["images"][i]["psnr"] for i in range(len(names))) for r in results]
-        lines.append("| lowest gain over the input | " + " | ".join(f"{w:+.2f}" for w in worst) + " |")
+        if settings["input_row"]:  # gains are over the input row; with --no-input there is none
+            worst = [
+                min(r["images"][i]["psnr"] - first["images"][i]["psnr"] for i in range(len(names))) for r in results
+            ]
+            lines.append("| lowest gain over the input | " + " | ".join(f"{w:+.2f}" for w in worst) + " |")
     checks = list(first["checks"])
     lines += [
         "",
@@ -327,7 +334,9 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="output path without extension (default bench/real-TASK)")
     parser.add_argument("--nlm-factor", type=float, default=NLM_FACTOR, help="noise: h = factor * estimate_sigma")
     parser.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
-    parser.add_argument("--no-input", action="store_true", help="skip the input row (quick model checks)")
+    parser.add_argument(
+        "--no-input", action="store_true", help="skip the input row and the lowest-gain row (quick model checks)"
+    )
     parser.add_argument("--no-harm-dir", type=Path, default=None, help="clean photographs for the no-harm check")
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: theirs)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (quick checks)")
@@ -338,7 +347,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     task = TASKS[args.task]
-    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = command_line()
 
     pairs = [(s, read_uint8(n), read_uint8(c)) for s, n, c in find_pairs(args.input_dir, args.clean_dir)]
     pairs = pairs[: args.limit] if args.limit else pairs
@@ -357,6 +366,7 @@ def main() -> int:
         "input_dir": str(args.input_dir),
         "clean_dir": str(args.clean_dir),
         "n_images": len(pairs),
+        "input_row": not args.no_input,
         "metrics": "nafrestore.metrics psnr/ssim, RGB, 8-bit, crop_border 0",
         "baseline": baseline,
         "models": dict(zip(labels, args.model, strict=True)),

@@ -3,9 +3,12 @@
     python scripts/estimate_blur_kernels.py ../shared/data/gopro-motion-blur/blur \\
         ../shared/data/gopro-motion-blur/sharp --out bench/real-blur-kernels
 
-For each pair (matched by file stem) the one kernel ``k`` that best explains ``blur = k * sharp`` is found by
-regularised least squares in the Fourier domain, on the gradients of the grey images in linear light (gamma 2.2,
-as the frames were averaged by the camera's exposure): ``K = sum_d conj(G_d S) G_d B / (sum_d |G_d S|^2 + lambda)``
+For each pair (matched by file stem, as ``bench_real_pairs.py`` pairs them) the one kernel ``k`` that best explains
+``blur = k * sharp`` is found by regularised least squares in the Fourier domain, on the gradients of the grey
+images in linear light (gamma 2.2, as the frames were averaged by the camera's exposure):
+
+    K = sum_d conj(G_d S) G_d B / (sum_d |G_d S|^2 + lambda)
+
 over the horizontal and vertical differences ``G_d``, with a Hann window against the wrap-around and ``lambda``
 1e-3 of the mean power (a Wiener-style estimate; gradients because blur moves edges, not flat areas). A pair whose
 blur is not one kernel (objects moving on their own) still gets the kernel of its dominant motion, with a strong
@@ -20,12 +23,15 @@ extents were tried and read the estimate's noise as path where no camera path st
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import command_line  # noqa: E402  (sibling scripts: one way to record the command)
+from bench_real_pairs import find_pairs  # noqa: E402  (and to pair the folders)
 
 HALF = 20  # kernels are shown and measured within 41 x 41 px
 GAMMA = 2.2
@@ -61,15 +67,10 @@ def main() -> int:
     parser.add_argument("sharp_dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("bench/real-blur-kernels"))
     args = parser.parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    stems = sorted({p.stem for p in args.blur_dir.glob("*.png")} & {p.stem for p in args.sharp_dir.glob("*.png")})
-    if not stems:
-        sys.exit(f"no PNG stem is in both {args.blur_dir} and {args.sharp_dir}")
+    command = command_line()
     rows, tiles = [], []
-    for stem in stems:
-        kernel = estimate_kernel(
-            read_linear_grey(args.blur_dir / f"{stem}.png"), read_linear_grey(args.sharp_dir / f"{stem}.png")
-        )
+    for stem, blur_path, sharp_path in find_pairs(args.blur_dir, args.sharp_dir):
+        kernel = estimate_kernel(read_linear_grey(blur_path), read_linear_grey(sharp_path))
         centre = kernel[HALF - 1 : HALF + 2, HALF - 1 : HALF + 2].sum()
         rows.append(f"| {stem} | {centre:.2f} |")
         tiles.append(np.pad(kernel / kernel.max(), 1, constant_values=0.5))
