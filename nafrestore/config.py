@@ -61,7 +61,9 @@ class ModelConfig:
         "signature: e.g. `width`, `enc_blocks`, and for `lka_nafnet` `attention` (`lka` or `lska`) and "
         "`kernel_size` (the equivalent large kernel of either attention: 7, 11, 23, 35, 41, 53 or 65; default 23); "
         "for both models `residual_highpass` (a Gaussian sigma in pixels: the network then changes only structure "
-        "finer than that, keeping the input's coarse colour and brightness; default null, off).",
+        "finer than that, keeping the input's coarse colour and brightness; default null, off) and "
+        "`residual_highpass_gate` ([low, high] noise levels, 0-255: the coarse part is let back in per image as the "
+        "input's estimated noise rises from low to high, so strong coarse noise can go; default null, fixed).",
     )
 
     def __post_init__(self) -> None:
@@ -518,6 +520,12 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
         raise ConfigError(
             f"model.residual_highpass ({where('model.residual_highpass')}) must be a Gaussian sigma in pixels > 0, "
             f"or null for no high-pass; got {highpass}."
+        )
+    gate = args.get("residual_highpass_gate")
+    if gate is not None and (highpass is None or len(gate) != 2 or not 0 <= gate[0] < gate[1]):
+        raise ConfigError(
+            f"model.residual_highpass_gate ({where('model.residual_highpass_gate')}) must be two noise levels "
+            f"[low, high] on the 0-255 scale with 0 <= low < high, and needs model.residual_highpass; got {gate}."
         )
     return cfg
 

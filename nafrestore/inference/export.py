@@ -121,7 +121,7 @@ class ExportableNet(nn.Module):
         n = len(skips)
         for i, (decoder, up) in enumerate(zip(self.decoders, self.ups)):  # noqa: B905
             y = decoder(up(y) + skips[n - 1 - i])
-        return self.residual_filter(self.ending(y)[:, :, :h, :w]) + x
+        return self.residual_filter(self.ending(y)[:, :, :h, :w], x) + x
 
 
 def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:

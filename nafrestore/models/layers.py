@@ -7,7 +7,8 @@
   (the same function, several times faster on the CPU), and its separable variant LargeSeparableKernelAttention
   (LSKA, Lau et al. 2024, arXiv:2309.01439), both of any equivalent kernel size in LARGE_KERNELS (one
   decomposition table), DropPath and LayerScale.
-- GaussianHighPass: a fixed filter that keeps a residual's fine structure only.
+- GaussianHighPass: a filter that keeps a residual's fine structure only, optionally letting the coarse part through
+  in proportion to the input's estimated noise level (``noise_level``: the wavelet MAD estimate).
 """
 
 from __future__ import annotations
@@ -169,26 +170,58 @@ class LocalAvgPool2d(nn.Module):
         return f"kernel_size={self.kernel_size}"
 
 
+def noise_level(image: torch.Tensor) -> torch.Tensor:
+    """Each image's noise standard deviation, estimated blind: (B, C, H, W) in [0, 1] -> (B,) float32, same scale.
+
+    Donoho's wavelet estimator, the one ``skimage.restoration.estimate_sigma`` uses (median(|HH|) / 0.6745 over the
+    finest diagonal detail, per channel, then the channel mean), with the Haar wavelet: the median ignores edges and
+    texture, which fill only a small fraction of the HH band. Written by hand because it runs inside the network (on
+    every tile, traceable and exportable); ``tests/test_models.py`` checks it against scikit-image. Images under
+    2x2 pixels give 0.
+    """
+    x = image.float()
+    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+    x = x[:, :, :h, :w]
+    hh = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) * 0.5
+    flat = hh.abs().flatten(2)  # (B, C, N)
+    if flat.shape[2] == 0:
+        return torch.zeros(x.shape[0], device=x.device)
+    # The lower median as the smallest of the top half: TopK exports to ONNX, median does not.
+    k = flat.shape[2] - (flat.shape[2] - 1) // 2
+    mad = torch.topk(flat, k, dim=2).values[:, :, -1]
+    return (mad / 0.6745).mean(dim=1)
+
+
 class GaussianHighPass(nn.Module):
-    """x - GaussianBlur(x, sigma): removes the content coarser than about ``sigma`` pixels.
+    """x - GaussianBlur(x, sigma): removes the content coarser than about ``sigma`` pixels; optionally noise-gated.
 
     Used on a network's residual so that it can only change fine structure: a denoiser trained on synthetic noise
     otherwise learns colour and brightness shifts of large areas that real photographs don't need (measured on
     PolyU, ``bench/real-noise-recipes.md``). A separable Gaussian (sums of shifted copies) with a kernel of radius
     ``ceil(3 * sigma)`` and replicate padding (valid for any image size); no parameters, so checkpoint keys are
     unchanged. Shapes: (B, C, H, W) -> (B, C, H, W).
+
+    With ``gate = (low, high)`` (noise levels on the 0-255 scale) the blurred part is let back in by
+    ``g = clamp((noise_level(image) * 255 - low) / (high - low), 0, 1)`` per image, giving ``x - (1 - g) * blur``:
+    a photograph with mild noise (or none) gets only fine changes, one with strong noise, whose blotches are
+    coarser than ``sigma``, the network's whole correction.
     """
 
-    def __init__(self, sigma: float) -> None:
+    def __init__(self, sigma: float, gate: tuple[float, float] | None = None) -> None:
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"the high-pass sigma must be > 0, got {sigma}")
+        if gate is not None and not 0 <= gate[0] < gate[1]:
+            raise ValueError(f"the high-pass gate needs 0 <= low < high noise levels, got {list(gate)}")
         self.sigma = float(sigma)
+        self.gated = gate is not None
+        self.gate_low, self.gate_high = (float(gate[0]), float(gate[1])) if gate is not None else (0.0, 1.0)
         radius = math.ceil(3 * self.sigma)
         taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / self.sigma) ** 2)
         self.register_buffer("taps", taps / taps.sum(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: the residual; ``image``: the network's input (needed when gated), both (B, C, H, W)."""
         # A sum of shifted copies in float32, not a depthwise convolution: under bf16 autocast on a CPU with
         # AVX512-BF16, oneDNN spent minutes JIT-compiling its bf16 kernel for these long taps (for each new image
         # size), and the filter of a 3-channel residual costs a few percent of the network in float32.
@@ -202,10 +235,22 @@ class GaussianHighPass(nn.Module):
         low = taps[0] * rows[:, :, 0:h, :]
         for i in range(1, taps.shape[0]):
             low = low + taps[i] * rows[:, :, i : i + h, :]
+        if self.gated and image is not None:
+            level = noise_level(image) * 255.0
+            g = ((level - self.gate_low) / (self.gate_high - self.gate_low)).clamp(0.0, 1.0)
+            low = low * (1.0 - g).view(-1, 1, 1, 1)
         return (x.float() - low).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+        gate = f", gate=[{self.gate_low:g}, {self.gate_high:g}]" if self.gated else ""
+        return f"sigma={self.sigma}{gate}"
+
+
+class PassResidual(nn.Module):
+    """The residual unchanged (no high-pass); the same call as :class:`GaussianHighPass`."""
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        return x
 
 
 class SimplifiedChannelAttention(nn.Sequential):

@@ -29,6 +29,7 @@ from .layers import (
     LayerNorm2d,
     LayerScale,
     LocalAvgPool2d,
+    PassResidual,
     SimpleGate,
     large_kernel,
 )
@@ -189,6 +190,15 @@ class LKABlock(nn.Module):
 BlockFactory = Callable[[int, int], nn.Module]  # (channels, index among the encoder blocks) -> block
 
 
+def residual_filter(highpass: float | None, gate: Sequence[float] | None) -> nn.Module:
+    """What filters the network's residual: a (noise-gated) Gaussian high-pass, or nothing."""
+    if gate is not None and (highpass is None or len(gate) != 2):
+        raise ValueError("residual_highpass_gate needs residual_highpass and two noise levels [low, high]")
+    if highpass is None:
+        return PassResidual()
+    return GaussianHighPass(highpass, None if gate is None else (gate[0], gate[1]))
+
+
 class NAFNet(nn.Module):
     """A U-Net restoration network with a global residual: output = input + ending(decoder(...)).
 
@@ -206,6 +216,9 @@ class NAFNet(nn.Module):
         residual_highpass: if set, a Gaussian sigma in pixels: the residual added to the input is high-passed
             (``r - GaussianBlur(r, sigma)``), so the network keeps the input's coarse colour and brightness and
             changes only finer structure (None: off, as in the official NAFNet).
+        residual_highpass_gate: with ``residual_highpass``, two noise levels (0-255 scale) between which the
+            coarse part is let back in, per image, by the input's estimated noise level (``layers.noise_level``):
+            mild noise gets fine changes only, strong noise (coarse blotches) the whole correction. None: fixed.
 
     Shapes: (B, in_channels, H, W) float -> same; trained on [0, 1] images.
     """
@@ -221,13 +234,15 @@ class NAFNet(nn.Module):
         ffn_expand: int = 2,
         dropout: float = 0.0,
         residual_highpass: float | None = None,
+        residual_highpass_gate: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
 
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, residual_highpass)
+        filt = residual_filter(residual_highpass, residual_highpass_gate)
+        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, filt)
 
     def _build(
         self,
@@ -238,7 +253,7 @@ class NAFNet(nn.Module):
         dec_blocks: Sequence[int],
         encoder_block: BlockFactory,
         decoder_block: BlockFactory,
-        residual_highpass: float | None = None,
+        residual_filter: nn.Module,
     ) -> None:
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError(f"enc_blocks {list(enc_blocks)} and dec_blocks {list(dec_blocks)} need equal lengths")
@@ -246,7 +261,7 @@ class NAFNet(nn.Module):
             raise ValueError("width must be >= 1 and block counts >= 0")
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, in_channels, 3, padding=1)
-        self.residual_filter = nn.Identity() if residual_highpass is None else GaussianHighPass(residual_highpass)
+        self.residual_filter = residual_filter
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         chan, n_enc = width, 0
@@ -277,7 +292,7 @@ class NAFNet(nn.Module):
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
             x = decoder(up(x) + skip)
         # Cropped before the filter so that a high-pass sees the image's own borders, not the zero padding.
-        return self.residual_filter(self.ending(x)[:, :, :h, :w]) + inp
+        return self.residual_filter(self.ending(x)[:, :, :h, :w], inp) + inp
 
     def pad_to_multiple(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pad the bottom/right so H and W are multiples of 2**levels."""
@@ -329,7 +344,7 @@ class LKANAFNet(NAFNet):
         kernel_size: the attention's equivalent large kernel, 7, 11, 23 (the default, VAN's LKA; None means the same),
             35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
-        residual_highpass: as for NAFNet.
+        residual_highpass, residual_highpass_gate: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -352,6 +367,7 @@ class LKANAFNet(NAFNet):
         attention: Attention = "lka",
         kernel_size: KernelSize | None = 23,
         residual_highpass: float | None = None,
+        residual_highpass_gate: Sequence[float] | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -364,4 +380,5 @@ class LKANAFNet(NAFNet):
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, residual_highpass)
+        filt = residual_filter(residual_highpass, residual_highpass_gate)
+        self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, filt)
