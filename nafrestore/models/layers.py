@@ -173,15 +173,18 @@ class LocalAvgPool2d(nn.Module):
 def noise_level(image: torch.Tensor) -> torch.Tensor:
     """Each image's noise standard deviation, estimated blind: (B, C, H, W) in [0, 1] -> (B,) float32, same scale.
 
-    Donoho's wavelet estimator, the one ``skimage.restoration.estimate_sigma`` uses (median(|HH|) / 0.6745 over the
-    finest diagonal detail, per channel, then the channel mean), with the Haar wavelet: the median ignores edges and
-    texture, which fill only a small fraction of the HH band. Written by hand because it runs inside the network (on
-    every tile, traceable and exportable); ``tests/test_models.py`` checks it against scikit-image. Images under
-    2x2 pixels give 0.
+    Donoho's wavelet estimator (median(|HH|) / 0.6745 per channel, then the channel mean; the rule of
+    ``skimage.restoration.estimate_sigma``) on the orthonormal Haar transform's diagonal detail at the **second**
+    scale (2x2 blocks of the 2x2-block means). White noise reads the same at every scale; camera noise, which
+    demosaicing, in-camera noise reduction and JPEG have smoothed, hardly shows at the finest one (measured on the
+    PolyU pairs, about 4 levels of noise std: 0.7 levels at scale 1, 3.0 at scale 2; ``bench/noise-statistics.md``).
+    The median ignores edges and texture, which fill only a small fraction of the band. Written by hand because it
+    runs inside the network (every tile, traceable, exportable); ``tests/test_models.py`` checks it against
+    scikit-image on white noise. Images under 4x4 pixels give 0.
     """
     x = image.float()
-    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
-    x = x[:, :, :h, :w]
+    h, w = x.shape[2] // 4 * 4, x.shape[3] // 4 * 4
+    x = F.avg_pool2d(x[:, :, :h, :w], 2) * 2.0  # the orthonormal Haar approximation at scale 1
     hh = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) * 0.5
     flat = hh.abs().flatten(2)  # (B, C, N)
     if flat.shape[2] == 0:
