@@ -13,7 +13,13 @@ from nafrestore.config import load_config
 from nafrestore.errors import CheckpointError, ConfigError
 from nafrestore.loading import build_model, load_spec, load_weights, read_checkpoint, state_dict_from
 from nafrestore.models import create_model, list_models
-from nafrestore.models.layers import LARGE_KERNELS, LargeKernelAttention, LargeSeparableKernelAttention
+from nafrestore.models.layers import (
+    LARGE_KERNELS,
+    GaussianHighPass,
+    LargeKernelAttention,
+    LargeSeparableKernelAttention,
+    noise_level,
+)
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 from nafrestore.summary import count_macs
 
@@ -161,6 +167,72 @@ def test_bad_residual_highpass_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"model.residual_highpass \(.*bad.yaml, line 3\) must be a Gaussian sigma"):
         load_config(path)
     assert load_config(None, ["model.residual_highpass=4"]).model.args == {"residual_highpass": 4.0}
+
+
+def smooth_image(h: int = 96, w: int = 128, seed: int = 0) -> torch.Tensor:
+    """(1, 3, h, w) in [0.2, 0.8]: ramps and a soft blob, nothing at the Haar detail scales the estimate reads."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    blob = torch.exp(-((xx - 0.4) ** 2 + (yy - 0.6) ** 2) / 0.1)
+    return torch.stack([0.2 + 0.4 * xx, 0.3 + 0.3 * yy, 0.2 + 0.5 * blob])[None]
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.05])
+def test_noise_level_reads_white_noise_as_scikit_image_does(sigma):
+    from skimage.restoration import estimate_sigma
+
+    g = torch.Generator().manual_seed(1)
+    clean = smooth_image()
+    noisy = clean + sigma * torch.randn(clean.shape, generator=g)
+    ours = float(noise_level(noisy)[0])
+    oracle = float(estimate_sigma(noisy[0].permute(1, 2, 0).numpy(), channel_axis=-1, average_sigmas=True))
+    assert ours == pytest.approx(sigma, rel=0.1)
+    assert ours == pytest.approx(oracle, rel=0.1)
+    assert float(noise_level(clean)[0]) < 0.05 * sigma
+    # Per image in a batch, and nothing to read under 4x4 pixels.
+    both = noise_level(torch.cat([clean, noisy]))
+    assert both[0] < 0.05 * sigma and both[1] == pytest.approx(ours, rel=1e-6)
+    assert noise_level(torch.rand(2, 3, 3, 9)).tolist() == [0.0, 0.0]
+
+
+def test_noise_gate_lets_the_coarse_correction_through_as_the_noise_rises():
+    gate = (8.0, 16.0)
+    fixed, gated = GaussianHighPass(3.0), GaussianHighPass(3.0, gate)
+    g = torch.Generator().manual_seed(2)
+    clean = smooth_image(64, 64)
+    images = torch.cat([clean, clean + 10 / 255 * torch.randn(clean.shape, generator=g),
+                        clean + 40 / 255 * torch.randn(clean.shape, generator=g)])  # fmt: skip
+    residual = torch.randn(3, 3, 64, 64, generator=g) * 0.05 + torch.tensor([0.1, -0.2, 0.05]).view(1, 3, 1, 1)
+    open_ = ((noise_level(images) * 255 - gate[0]) / (gate[1] - gate[0])).clamp(0, 1).view(3, 1, 1, 1)
+    assert open_.flatten().tolist()[0] == 0.0 and 0.0 < open_.flatten()[1] < 1.0 and open_.flatten()[2] == 1.0
+    out, high = gated(residual, images), fixed(residual)
+    torch.testing.assert_close(out[0], high[0])  # clean: only the fine part, as the fixed high-pass
+    torch.testing.assert_close(out[2], residual[2])  # strong noise: the whole correction
+    torch.testing.assert_close(out[1], high[1] + open_[1, 0] * (residual[1] - high[1]))  # a linear blend between
+    torch.testing.assert_close(gated(residual), high)  # without the image: the fixed high-pass
+
+
+def test_a_noise_gated_model_shifts_colour_only_in_the_noisy_image_of_a_batch():
+    model = create_model("lka_nafnet", **TINY["lka_nafnet"], residual_highpass=3.0, residual_highpass_gate=[8, 16])
+    with torch.no_grad():  # a residual that is a constant colour shift
+        model.ending.weight.zero_()
+        model.ending.bias.copy_(torch.tensor([0.1, -0.2, 0.05]))
+    clean = smooth_image(32, 40)
+    noisy = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = model(torch.cat([clean, noisy]))
+    torch.testing.assert_close(out[0], clean[0])
+    torch.testing.assert_close(out[1], noisy[0] + torch.tensor([0.1, -0.2, 0.05]).view(3, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "gate, extra",
+    [("[8, 16]", ""), ("[16, 8]", "  residual_highpass: 4\n"), ("[1, 2, 3]", "  residual_highpass: 4\n")],
+)
+def test_bad_residual_highpass_gate_is_a_config_error(tmp_path, gate, extra):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_gate: {gate}\n")
+    with pytest.raises(ConfigError, match=r"model.residual_highpass_gate \(.*bad.yaml, line \d\) must be two noise"):
+        load_config(path)
 
 
 def test_tlc_equals_plain_model_below_its_window_and_differs_above():

@@ -184,11 +184,11 @@ def noise_level(image: torch.Tensor) -> torch.Tensor:
     """
     x = image.float()
     h, w = x.shape[2] // 4 * 4, x.shape[3] // 4 * 4
+    if h == 0 or w == 0:
+        return torch.zeros(x.shape[0], device=x.device)
     x = F.avg_pool2d(x[:, :, :h, :w], 2) * 2.0  # the orthonormal Haar approximation at scale 1
     hh = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) * 0.5
     flat = hh.abs().flatten(2)  # (B, C, N)
-    if flat.shape[2] == 0:
-        return torch.zeros(x.shape[0], device=x.device)
     # The lower median as the smallest of the top half: TopK exports to ONNX, median does not.
     k = flat.shape[2] - (flat.shape[2] - 1) // 2
     mad = torch.topk(flat, k, dim=2).values[:, :, -1]
