@@ -10,6 +10,11 @@ rounds of the default's time over the variant's in the same round (1.00 = as fas
 asks for at least 0.5 at 1024x1024). Writes ``bench/capacity-cpu.{json,md}``.
 
     python scripts/bench_capacity.py --threads 2 --sizes 256 1024 --rounds 5 3
+    python scripts/bench_capacity.py --variants "default v2 (w12, noise-gated high-pass)" --sizes 1024 --rounds 7 \
+        --out bench/speed-default-v2.json
+
+The last variant is the second default model's architecture (``residual_highpass_gate``): the second command
+times it against the first default alone (issue 22: at least half as fast at 1024x1024).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ VARIANTS: dict[str, list[str]] = {
     "w12 LKA 35": ["model.kernel_size=35"],
     "w16 deeper enc [2,4,6,0]": ["model.width=16", "model.enc_blocks=[2,4,6,0]"],
     "w20 LKA 35": ["model.width=20", "model.kernel_size=35"],
+    "default v2 (w12, noise-gated high-pass)": ["model.residual_highpass_gate=[8,16]"],
 }
 
 
@@ -93,6 +99,10 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024])
     parser.add_argument("--rounds", nargs="+", type=int, default=[5, 3], help="one value for all sizes, or one each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+        help="which variants to time (the default's row always comes first: the ratios are against it)",
+    )  # fmt: skip
     parser.add_argument("--note", default="", help="a line on the conditions, written into the .md")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "capacity-cpu.json", help="JSON; .md beside it")
     args = parser.parse_args()
@@ -103,8 +113,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     loadavg_start = loadavg()
 
+    default = next(iter(VARIANTS))
     models, rows = {}, []
-    for name, overrides in VARIANTS.items():
+    for name in dict.fromkeys([default, *args.variants]):
+        overrides = VARIANTS[name]
         plain = build(overrides)
         models[name] = fold_for_inference(plain)
         rows.append(
@@ -116,7 +128,6 @@ def main() -> None:
             }
         )
     times = {s: time_size(models, s, n, 1) for s, n in zip(args.sizes, rounds, strict=True)}
-    default = next(iter(VARIANTS))
     for row in rows:
         name = row["variant"]
         row["median_ms"] = {str(s): statistics.median(times[s][name]) * 1e3 for s in args.sizes}
