@@ -86,6 +86,7 @@ STRONG_NOISE = {
     for shot in (0.02, 0.05, 0.1)
 }
 PER_PAIR_LIMIT = 20  # per-pair tables in the markdown up to this many pairs
+LOWEST_LISTED = 3  # the no-harm checks name each method's lowest photographs
 Method = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB
 
 
@@ -215,13 +216,16 @@ def score(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 
 
 def mean_scores(rows: list[dict]) -> dict:
-    """Mean PSNR/SSIM of rows (infinite PSNRs of identical images left out of the mean), lowest PSNR, count."""
+    """Mean PSNR/SSIM of rows (infinite PSNRs of identical images left out of the mean), lowest PSNR, count, and
+    the ``LOWEST_LISTED`` lowest images as ``[name, PSNR]``."""
     finite = [r["psnr"] for r in rows if np.isfinite(r["psnr"])]
+    lowest = sorted(rows, key=lambda r: r["psnr"])[:LOWEST_LISTED]
     return {
         "psnr": float(np.mean(finite)) if finite else float("inf"),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "lowest_psnr": float(min(r["psnr"] for r in rows)),
         "n": len(rows),
+        "lowest": [[r["name"], r["psnr"]] for r in lowest],
     }
 
 
@@ -321,6 +325,11 @@ def markdown(task_name: str, results: list[dict], command: str, settings: dict) 
             for c in checks
         ]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    for c in (c for c in checks if c.startswith("no harm")):
+        lines += ["", f"Lowest in {c}:", ""]
+        for r in results[1:] if settings["input_row"] else results:  # the input row is the photograph itself
+            worst = ", ".join(f"{name} {value:.2f}" for name, value in r["checks"][c]["lowest"])
+            lines.append(f"- {r['method']}: {worst}")
     return "\n".join(lines) + "\n"
 
 
