@@ -165,13 +165,14 @@ def info(
 ) -> None:
     """Print a model's parameter count, MACs at SIZExSIZE and its level/block layout."""
     from .loading import load_spec
+    from .models import in_channels as image_channels
     from .summary import count_macs, count_parameters, layout
 
     with user_errors():
         # The loader `infer` uses; a config needs no weights here, and a pretrained model's are not downloaded.
         spec = load_spec(source, require_weights=False)
         model = spec.build()
-        in_channels = model.intro.in_channels
+        in_channels = image_channels(model)
         macs = count_macs(model, size, in_channels)
     typer.echo(f"model:      {spec.model_name} {spec.model_args}")
     typer.echo(f"parameters: {count_parameters(model):,}")

@@ -42,6 +42,7 @@ from torch import nn
 from .config import config_to_dict, load_config
 from .errors import CheckpointError, NafrestoreError
 from .models import MODELS, create_model
+from .models.gated import pair_state
 from .models.pretrained import DEFAULT, PretrainedModel, find_pretrained, model_names, pretrained_file
 from .registry import did_you_mean
 
@@ -543,6 +544,43 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
         source=str(path),
         tlc_size_hint=int(tlc_size) if tlc_size else _config_tlc_size(config),
     )
+
+
+def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> ModelSpec:
+    """A noise-gated pair (``model.name: noise_gated_pair``) from its config and its two networks' weights.
+
+    Args:
+        config: the pair's YAML config: its ``model`` section gives both networks' architectures and the gate,
+            and the whole config is stored with the weights (what ``eval --model`` reads).
+        mild, strong: each network's trained weights, anything :func:`load_spec` takes (a registry name, a run
+            directory, a checkpoint, a safetensors export) whose recorded architecture matches the config's.
+
+    Raises:
+        CheckpointError: the config is not a pair's, or a network's weights are of another architecture.
+    """
+    config_path = Path(config)
+    cfg = load_config(config_path)
+    if cfg.model.name != "noise_gated_pair":
+        raise CheckpointError(f"{config_path} describes a {cfg.model.name}, not a noise_gated_pair.")
+    args = dict(cfg.model.args)
+    kind = str(args.get("model", "lka_nafnet"))
+    states = []
+    for role, source in (("mild", mild), ("strong", strong)):
+        spec = load_spec(source)
+        recorded = {"model_name": spec.model_name, "model_args": spec.model_args}
+        _check_same_architecture(recorded, kind, args.get(role, {}), Path(spec.source), config_path)
+        assert spec.state is not None  # load_spec requires weights
+        states.append(spec.state)
+    spec = ModelSpec(
+        model_name=cfg.model.name,
+        model_args=args,
+        tlc_train_size=None,
+        config=config_to_dict(cfg),
+        state=pair_state(*states),
+        source=f"{config_path} (mild: {mild}, strong: {strong})",
+    )
+    spec.build()  # fail here when the weights do not fit
+    return spec
 
 
 def _spec_from_config(config_path: Path, weights: str | Path | None, require_weights: bool) -> ModelSpec:

@@ -35,7 +35,10 @@ def count_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
 
 
 def layout(model: nn.Module) -> list[str]:
-    """One line per U-Net stage: channels and the blocks it holds, e.g. ``enc 1  24 ch  3 x LKABlock``."""
+    """One line per U-Net stage: channels and the blocks it holds, e.g. ``enc 1  24 ch  3 x LKABlock``; for a
+    noise-gated pair, each network's lines under its name."""
+    if not hasattr(model, "intro"):  # a NoiseGatedPair: its two networks
+        return [f"{name}: {line}" for name in ("mild", "strong") for line in layout(getattr(model, name))]
     lines = []
 
     def blocks(seq: nn.Module) -> str:

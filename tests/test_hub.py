@@ -304,10 +304,14 @@ NAFNET = ["nafnet-sidd-width32", "nafnet-sidd-width64", "nafnet-gopro-width32", 
 
 
 def test_registry_entries():
-    assert set(NAFNET) | {"lka-nafnet-w12-denoise-real"} == set(pretrained.PRETRAINED)
-    assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real"
-    shipped = pretrained.PRETRAINED["lka-nafnet-w12-denoise-real"]
-    assert shipped.shipped and shipped.remote is None and shipped.preset is None
+    shipped_names = {"lka-nafnet-w12-denoise-real-v2", "lka-nafnet-w12-denoise-real"}
+    assert set(NAFNET) | shipped_names == set(pretrained.PRETRAINED)
+    assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v2"
+    for name in shipped_names:  # the first default stays loadable under its own name
+        shipped = pretrained.PRETRAINED[name]
+        assert shipped.shipped and shipped.remote is None and shipped.preset is None
+        assert shipped.path.is_file() and shipped.card.is_file()
+        assert shipped.path.stat().st_size <= 5_000_000
     for name in NAFNET:
         entry = pretrained.PRETRAINED[name]
         assert not entry.shipped and entry.preset == name and preset_config(entry) == ROOT / "configs" / f"{name}.yaml"

@@ -262,7 +262,7 @@ def shipped_default(tmp_path, monkeypatch, model):
     torch.save({"format_version": 1, "model_name": "nafnet", "model_args": ARGS, "tlc_train_size": None,
                 "config": {}, "model": model.state_dict()}, source)  # fmt: skip
     weights = tmp_path / "weights"
-    entry = pretrained.PRETRAINED["lka-nafnet-w12-denoise-real"]
+    entry = pretrained.find_pretrained("default")
     export_model(source, weights / entry.file, format="safetensors")
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
     return weights / entry.file
@@ -278,7 +278,7 @@ def test_infer_without_a_checkpoint_uses_the_default_model_and_says_so(tmp_path,
     # fp32 as restore() below: `--precision auto` may pick bf16 on a CPU with native bf16 (then not bit-equal)
     result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "out"), "--quiet", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("default model") == 1 and "lka-nafnet-w12-denoise-real" in result.output
+    assert result.output.count("default model") == 1 and "lka-nafnet-w12-denoise-real-v2" in result.output
     default = nafrestore.load_model("default")
     expected = restore(default, image[:, :, ::-1].copy())
     assert np.array_equal(cv2.imread(str(tmp_path / "out" / "a.png"))[:, :, ::-1], expected)

@@ -32,6 +32,8 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
+from ..models import NoiseGatedPair, in_channels
+from ..models.gated import gate_weights
 from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, use_plain_ops
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
@@ -124,6 +126,20 @@ class ExportableNet(nn.Module):
         return self.residual_filter(self.ending(y)[:, :, :h, :w], x) + x
 
 
+class ExportablePair(nn.Module):
+    """A noise-gated pair with both networks exportable: both always run and are blended by the gate (no branch)."""
+
+    def __init__(self, pair: NoiseGatedPair) -> None:
+        super().__init__()
+        self.mild, self.strong = ExportableNet(pair.mild), ExportableNet(pair.strong)
+        self.gate_low, self.gate_high = pair.gate_low, pair.gate_high
+        self.padder_size: int = int(pair.padder_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = gate_weights(x, self.gate_low, self.gate_high).view(-1, 1, 1, 1).to(x.dtype)
+        return self.mild(x) * (1 - w) + self.strong(x) * w
+
+
 def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
     """The folded, plain-op, branch-free network of ``spec`` on the CPU, in eval mode."""
     net = fold_for_inference(spec.build(tlc), channels_last=False)
@@ -141,7 +157,8 @@ def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
 
     replace(net)
     # The folded model may carry a channels-last pre-hook; channels_last=False above means none was added.
-    return ExportableNet(net).eval().requires_grad_(False)
+    exportable = ExportablePair(net) if isinstance(net, NoiseGatedPair) else ExportableNet(net)
+    return exportable.eval().requires_grad_(False)
 
 
 def export_model(
@@ -174,12 +191,19 @@ def export_model(
     """
     if format not in EXPORT_FORMATS:
         raise NafrestoreError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}.")
-    output = Path(output)
     spec = load_spec(source, weights)
     if tlc is True and spec.tlc_train_size is None:
         spec.tlc_train_size = spec.tlc_size_hint
     elif tlc is False:
         spec.tlc_train_size = None
+    return export_spec(spec, output, format=format, opset=opset, check_size=check_size)
+
+
+def export_spec(spec: ModelSpec, output: str | Path, *, format: str, opset: int = 18, check_size: int = 64) -> Path:
+    """Export the network ``spec`` describes to ``output`` (arguments as :func:`export_model`), written atomically."""
+    if format not in EXPORT_FORMATS:
+        raise NafrestoreError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}.")
+    output = Path(output)
     with atomic_path(output) as tmp:
         try:
             if format == "safetensors":
@@ -221,7 +245,7 @@ def _export_onnx(spec: ModelSpec, path: Path, opset: int, check_size: int) -> No
             f"pip install 'nafrestore[export]'."
         ) from None
     module = exportable_module(spec)
-    channels = module.intro.in_channels
+    channels = in_channels(module)
     # Batch 2: an example batch of 1 would specialise the batch dimension (0/1 specialisation).
     x = torch.rand(2, channels, 2 * module.padder_size + 3, 2 * module.padder_size + 5)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
@@ -274,7 +298,7 @@ def _export_torchscript(spec: ModelSpec, path: Path, check_size: int) -> None:
         weights = save_safetensors(_unfolded_state(spec), metadata={"nafrestore": json.dumps(spec.metadata())})
         torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_WEIGHTS_ENTRY: weights})
         loaded = torch.jit.load(str(path))
-    x = torch.rand(1, module.intro.in_channels, check_size + 3, check_size + 1)
+    x = torch.rand(1, in_channels(module), check_size + 3, check_size + 1)
     with torch.inference_mode():
         got = loaded(x)
     _compare(spec, x, got, "TorchScript")

@@ -9,11 +9,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..registry import Registry
+from .gated import NoiseGatedPair
 from .nafnet import LKANAFNet, NAFNet
 
 MODELS: Registry = Registry("model")
 MODELS.register("nafnet")(NAFNet)
 MODELS.register("lka_nafnet")(LKANAFNet)
+MODELS.register("noise_gated_pair")(NoiseGatedPair)
 
 
 def create_model(name: str, *, tlc_train_size: int | None = None, **kwargs) -> nn.Module:
@@ -43,4 +45,4 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["MODELS", "LKANAFNet", "NAFNet", "create_model", "in_channels", "list_models"]
+__all__ = ["MODELS", "LKANAFNet", "NAFNet", "NoiseGatedPair", "create_model", "in_channels", "list_models"]

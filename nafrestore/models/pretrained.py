@@ -102,8 +102,15 @@ PRETRAINED: dict[str, PretrainedModel] = {
     m.name: m
     for m in (
         PretrainedModel(
+            "lka-nafnet-w12-denoise-real-v2",
+            "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise, LKA-NAFNet width 12 "
+            "with a noise-gated high-pass",
+            "lka-nafnet-w12-denoise-real-v2.safetensors",
+        ),
+        PretrainedModel(
             "lka-nafnet-w12-denoise-real",
-            "blind denoising of real camera photographs (sRGB, JPEG), LKA-NAFNet width 12",
+            "blind denoising of real camera photographs (sRGB, JPEG), mild noise, LKA-NAFNet width 12 (the first "
+            "default model)",
             "lka-nafnet-w12-denoise-real.safetensors",
         ),
         _nafnet(
@@ -145,7 +152,7 @@ PRETRAINED: dict[str, PretrainedModel] = {
     )
 }
 #: Other names for registry entries.
-ALIASES = {"default": "lka-nafnet-w12-denoise-real"}
+ALIASES = {"default": "lka-nafnet-w12-denoise-real-v2"}
 DEFAULT = "default"
 
 
