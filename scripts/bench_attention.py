@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,10 +55,12 @@ def time_once(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def time_size(
-    models: dict[tuple[str, int], torch.nn.Module], size: int, rounds: int, warmup: int
-) -> dict[tuple[str, int], list]:
-    """Seconds per forward on a (1, 3, size, size) input, ``rounds`` per model after ``warmup`` untimed, interleaved."""
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    models: dict[Any, torch.nn.Module], size: int, rounds: int, warmup: int, x: torch.Tensor | None = None
+) -> dict[Any, list]:
+    """Seconds per forward on a (1, 3, size, size) input (``x``, else uniform noise), ``rounds`` per model after
+    ``warmup`` untimed, interleaved (the order reversed every other round)."""
+    if x is None:
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     for _ in range(warmup):  # oneDNN primitive creation, allocator
         for model in models.values():
             time_once(model, x)

@@ -1,0 +1,58 @@
+"""The models that ship inside the package, with their real weights: each loads by name, fits the 5 MB limit and
+has its model card; the default does what its card says on crops of held-out photographs (the sample split's
+validation photographs, never trained on)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nafrestore import load_model, restore
+from nafrestore.data.degradations import build_degradation
+from nafrestore.data.sample import sample_images
+from nafrestore.models import pretrained
+
+SHIPPED = [name for name, entry in pretrained.PRETRAINED.items() if entry.shipped]
+# The strong-noise check of scripts/bench_real_pairs.py at its middle level (shot noise 0.05, blotchy chroma, JPEG).
+STRONG = [
+    {"type": "camera_noise", "shot_noise": 0.05, "color_correction": False, "noise_reduction": 0.5,
+     "chroma_noise_reduction": 2.0},
+    {"type": "jpeg", "quality": 90},
+]  # fmt: skip
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def crops() -> dict[str, np.ndarray]:
+    """192 px crops of two validation photographs, float32 in [0, 1] on 8-bit levels."""
+    photos = dict(sample_images("val"))
+    names = ("astronaut", "chelsea")
+    return {name: np.round(photos[name][:192, :192] * 255).astype(np.float32) / 255 for name in names}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads_by_name_within_the_size_limit_with_its_card(name):
+    entry = pretrained.PRETRAINED[name]
+    assert entry.path.stat().st_size <= 5_000_000
+    card = entry.card.read_text()
+    assert f"`{name}`" in card and "Where it stops being good" in card
+    model = load_model(name)
+    out = restore(model, np.full((24, 20, 3), 0.5, np.float32))
+    assert out.shape == (24, 20, 3) and np.isfinite(out).all()
+
+
+def test_default_leaves_clean_photographs_as_the_first_default_does_and_removes_strong_noise(crops):
+    default, first = load_model("default"), load_model("lka-nafnet-w12-denoise-real")
+    assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v2"
+    for name, clean in crops.items():
+        # Clean: below the gate, so the mild network (the first default's weights) alone restores it.
+        restored = restore(default, clean)
+        np.testing.assert_allclose(restored, restore(first, clean), atol=1e-5)
+        assert psnr(restored, clean) >= 40.0, name
+        # Strong noise: above the gate; the first default leaves the coarse noise, the default removes it.
+        noisy = build_degradation(STRONG)(clean, np.random.default_rng(0)).astype(np.float32)
+        ours, theirs = psnr(restore(default, noisy), clean), psnr(restore(first, noisy), clean)
+        assert ours >= psnr(noisy, clean) + 5.0 and ours >= theirs + 3.0, (name, ours, theirs)
