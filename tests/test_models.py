@@ -478,8 +478,8 @@ def test_weights_with_another_recorded_architecture_are_refused_with_a_config(tm
 
 
 def test_list_models():
-    assert list_models() == ["lka_nafnet", "nafnet"]
-    with pytest.raises(KeyError, match="Valid names: lka_nafnet, nafnet"):
+    assert list_models() == ["lka_nafnet", "nafnet", "noise_gated_pair"]
+    with pytest.raises(KeyError, match="Valid names: lka_nafnet, nafnet, noise_gated_pair"):
         create_model("nafnett")
 
 
