@@ -15,8 +15,7 @@ from nafrestore.inference import export_model, load_model
 from nafrestore.inference.export import export_spec
 from nafrestore.loading import build_model, pair_spec
 from nafrestore.models import create_model
-from nafrestore.models.gated import gate_weights
-from nafrestore.models.layers import noise_level
+from nafrestore.models.layers import gate_weights, noise_level
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = dict(width=4, enc_blocks=[1, 1], middle_blocks=0, dec_blocks=[1, 0])

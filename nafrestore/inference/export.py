@@ -33,8 +33,7 @@ from torch import nn
 from ..errors import NafrestoreError
 from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..models import NoiseGatedPair, in_channels
-from ..models.gated import gate_weights
-from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, use_plain_ops
+from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, gate_weights, use_plain_ops
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
 
@@ -189,8 +188,7 @@ def export_model(
     Raises:
         NafrestoreError: unknown format, missing optional packages, unreadable source, or export failure.
     """
-    if format not in EXPORT_FORMATS:
-        raise NafrestoreError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}.")
+    _check_format(format)  # before loading anything
     spec = load_spec(source, weights)
     if tlc is True and spec.tlc_train_size is None:
         spec.tlc_train_size = spec.tlc_size_hint
@@ -199,10 +197,14 @@ def export_model(
     return export_spec(spec, output, format=format, opset=opset, check_size=check_size)
 
 
-def export_spec(spec: ModelSpec, output: str | Path, *, format: str, opset: int = 18, check_size: int = 64) -> Path:
-    """Export the network ``spec`` describes to ``output`` (arguments as :func:`export_model`), written atomically."""
+def _check_format(format: str) -> None:
     if format not in EXPORT_FORMATS:
         raise NafrestoreError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}.")
+
+
+def export_spec(spec: ModelSpec, output: str | Path, *, format: str, opset: int = 18, check_size: int = 64) -> Path:
+    """Export the network ``spec`` describes to ``output`` (arguments as :func:`export_model`), written atomically."""
+    _check_format(format)
     output = Path(output)
     with atomic_path(output) as tmp:
         try:

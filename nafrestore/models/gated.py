@@ -22,17 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import noise_level
+from .layers import check_gate, gate_weights
 from .nafnet import LKANAFNet, NAFNet
 
 #: The networks a pair can hold (the registry's single networks; the pair itself is registered beside them).
 EXPERTS: dict[str, type[NAFNet]] = {"nafnet": NAFNet, "lka_nafnet": LKANAFNet}
-
-
-def gate_weights(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Per image of (B, C, H, W) in [0, 1]: how far its estimated noise level (0-255) is from ``low`` to ``high``,
-    as (B,) float32 in [0, 1]."""
-    return ((noise_level(image) * 255.0 - low) / (high - low)).clamp(0.0, 1.0)
 
 
 class NoiseGatedPair(nn.Module):
@@ -58,11 +52,9 @@ class NoiseGatedPair(nn.Module):
         super().__init__()
         if model not in EXPERTS:
             raise ValueError(f"a noise-gated pair holds {' or '.join(EXPERTS)} networks, not {model!r}")
-        if len(gate) != 2 or not 0 <= gate[0] < gate[1]:
-            raise ValueError(f"the gate needs two noise levels 0 <= low < high, got {list(gate)}")
         self.mild = EXPERTS[model](**dict(mild))
         self.strong = EXPERTS[model](**dict(strong))
-        self.gate_low, self.gate_high = float(gate[0]), float(gate[1])
+        self.gate_low, self.gate_high = check_gate(gate)
         self.padder_size = max(self.mild.padder_size, self.strong.padder_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -195,6 +195,19 @@ def noise_level(image: torch.Tensor) -> torch.Tensor:
     return (mad / 0.6745).mean(dim=1)
 
 
+def check_gate(gate: Sequence[float]) -> tuple[float, float]:
+    """``gate`` as ``(low, high)`` noise levels (0-255) after checking ``0 <= low < high``; ValueError otherwise."""
+    if len(gate) != 2 or not 0 <= gate[0] < gate[1]:
+        raise ValueError(f"a noise gate needs two noise levels 0 <= low < high, got {list(gate)}")
+    return float(gate[0]), float(gate[1])
+
+
+def gate_weights(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Per image of (B, C, H, W) in [0, 1]: how far its estimated noise level (0-255) is from ``low`` to ``high``,
+    as (B,) float32 in [0, 1]."""
+    return ((noise_level(image) * 255.0 - low) / (high - low)).clamp(0.0, 1.0)
+
+
 class GaussianHighPass(nn.Module):
     """x - GaussianBlur(x, sigma): removes the content coarser than about ``sigma`` pixels; optionally noise-gated.
 
@@ -210,15 +223,13 @@ class GaussianHighPass(nn.Module):
     coarser than ``sigma``, the network's whole correction.
     """
 
-    def __init__(self, sigma: float, gate: tuple[float, float] | None = None) -> None:
+    def __init__(self, sigma: float, gate: Sequence[float] | None = None) -> None:
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"the high-pass sigma must be > 0, got {sigma}")
-        if gate is not None and not 0 <= gate[0] < gate[1]:
-            raise ValueError(f"the high-pass gate needs 0 <= low < high noise levels, got {list(gate)}")
         self.sigma = float(sigma)
         self.gated = gate is not None
-        self.gate_low, self.gate_high = (float(gate[0]), float(gate[1])) if gate is not None else (0.0, 1.0)
+        self.gate_low, self.gate_high = check_gate(gate) if gate is not None else (0.0, 1.0)
         radius = math.ceil(3 * self.sigma)
         taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / self.sigma) ** 2)
         self.register_buffer("taps", taps / taps.sum(), persistent=False)
@@ -239,8 +250,7 @@ class GaussianHighPass(nn.Module):
         for i in range(1, taps.shape[0]):
             low = low + taps[i] * rows[:, :, i : i + h, :]
         if self.gated and image is not None:
-            level = noise_level(image) * 255.0
-            g = ((level - self.gate_low) / (self.gate_high - self.gate_low)).clamp(0.0, 1.0)
+            g = gate_weights(image, self.gate_low, self.gate_high)
             low = low * (1.0 - g).view(-1, 1, 1, 1)
         return (x.float() - low).to(x.dtype)
 

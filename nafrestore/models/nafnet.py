@@ -192,11 +192,11 @@ BlockFactory = Callable[[int, int], nn.Module]  # (channels, index among the enc
 
 def residual_filter(highpass: float | None, gate: Sequence[float] | None) -> nn.Module:
     """What filters the network's residual: a (noise-gated) Gaussian high-pass, or nothing."""
-    if gate is not None and (highpass is None or len(gate) != 2):
-        raise ValueError("residual_highpass_gate needs residual_highpass and two noise levels [low, high]")
+    if gate is not None and highpass is None:
+        raise ValueError("residual_highpass_gate needs residual_highpass")
     if highpass is None:
         return PassResidual()
-    return GaussianHighPass(highpass, None if gate is None else (gate[0], gate[1]))
+    return GaussianHighPass(highpass, gate)
 
 
 class NAFNet(nn.Module):

@@ -103,8 +103,8 @@ PRETRAINED: dict[str, PretrainedModel] = {
     for m in (
         PretrainedModel(
             "lka-nafnet-w12-denoise-real-v2",
-            "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise, LKA-NAFNet width 12 "
-            "with a noise-gated high-pass",
+            "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: a noise-gated pair of "
+            "LKA-NAFNets width 12 (the first default for mild noise, a strong-noise network)",
             "lka-nafnet-w12-denoise-real-v2.safetensors",
         ),
         PretrainedModel(
