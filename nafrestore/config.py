@@ -63,7 +63,9 @@ class ModelConfig:
         "for both models `residual_highpass` (a Gaussian sigma in pixels: the network then changes only structure "
         "finer than that, keeping the input's coarse colour and brightness; default null, off) and "
         "`residual_highpass_gate` ([low, high] noise levels, 0-255: the coarse part is let back in per image as the "
-        "input's estimated noise rises from low to high, so strong coarse noise can go; default null, fixed).",
+        "input's estimated noise rises from low to high, so strong coarse noise can go; default null, fixed) and "
+        "`residual_highpass_luma` (a larger sigma for the luma of the residual, `residual_highpass` then filtering "
+        "its chroma only: coarse luma noise can go, colours of large areas stay; default null, one sigma).",
     )
 
     def __post_init__(self) -> None:
@@ -526,6 +528,12 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
         raise ConfigError(
             f"model.residual_highpass_gate ({where('model.residual_highpass_gate')}) must be two noise levels "
             f"[low, high] on the 0-255 scale with 0 <= low < high, and needs model.residual_highpass; got {gate}."
+        )
+    luma = args.get("residual_highpass_luma")
+    if luma is not None and (highpass is None or not luma > 0):
+        raise ConfigError(
+            f"model.residual_highpass_luma ({where('model.residual_highpass_luma')}) must be a Gaussian sigma in "
+            f"pixels > 0 for the luma of the residual, and needs model.residual_highpass; got {luma}."
         )
     return cfg
 

@@ -277,3 +277,27 @@ def test_gaussian_high_pass_equals_input_minus_opencv_blur():
     assert GaussianHighPass(2.0).state_dict() == {}  # no checkpoint keys
     with pytest.raises(ValueError, match="sigma must be > 0"):
         GaussianHighPass(0.0)
+
+
+def test_gaussian_high_pass_with_a_luma_sigma_filters_luma_and_chroma_apart():
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.rand(2, 3, 40, 37, dtype=torch.float64)
+    got = GaussianHighPass(1.0, luma_sigma=3.0).double()(x)
+    luma = x.mean(dim=1, keepdim=True)
+    chroma = x - luma
+
+    def high(t: torch.Tensor, sigma: float) -> torch.Tensor:  # scipy's "nearest" is replicate padding
+        return t - torch.from_numpy(gaussian_filter(t.numpy(), (0, 0, sigma, sigma), mode="nearest", truncate=3.0))
+
+    torch.testing.assert_close(got, high(luma, 3.0) + high(chroma, 1.0), rtol=0, atol=1e-6)
+    # A residual with no chroma (grey) is high-passed by the luma sigma alone, one with no luma by the chroma sigma.
+    grey = luma.expand(-1, 3, -1, -1)
+    torch.testing.assert_close(
+        GaussianHighPass(1.0, luma_sigma=3.0).double()(grey), GaussianHighPass(3.0).double()(grey)
+    )
+    torch.testing.assert_close(
+        GaussianHighPass(1.0, luma_sigma=3.0).double()(chroma), GaussianHighPass(1.0).double()(chroma)
+    )
+    with pytest.raises(ValueError, match="luma sigma must be > 0"):
+        GaussianHighPass(1.0, luma_sigma=0.0)

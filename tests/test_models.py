@@ -235,6 +235,16 @@ def test_bad_residual_highpass_gate_is_a_config_error(tmp_path, gate, extra):
         load_config(path)
 
 
+@pytest.mark.parametrize("luma, extra", [("8", ""), ("-1", "  residual_highpass: 4\n")])
+def test_bad_residual_highpass_luma_is_a_config_error(tmp_path, luma, extra):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_luma: {luma}\n")
+    with pytest.raises(ConfigError, match=r"model.residual_highpass_luma \(.*bad.yaml, line \d\) must be a Gaussian"):
+        load_config(path)
+    model = load_config(None, ["model.residual_highpass=4", "model.residual_highpass_luma=12"]).model
+    assert model.args == {"residual_highpass": 4.0, "residual_highpass_luma": 12.0}
+
+
 def test_tlc_equals_plain_model_below_its_window_and_differs_above():
     torch.manual_seed(0)
     plain = randomize_scales(create_model("nafnet", **TINY["nafnet"])).eval()

@@ -190,13 +190,16 @@ class LKABlock(nn.Module):
 BlockFactory = Callable[[int, int], nn.Module]  # (channels, index among the encoder blocks) -> block
 
 
-def residual_filter(highpass: float | None, gate: Sequence[float] | None) -> nn.Module:
-    """What filters the network's residual: a (noise-gated) Gaussian high-pass, or nothing."""
-    if gate is not None and highpass is None:
-        raise ValueError("residual_highpass_gate needs residual_highpass")
+def residual_filter(
+    highpass: float | None, gate: Sequence[float] | None = None, luma: float | None = None
+) -> nn.Module:
+    """What filters the network's residual: a (noise-gated, luma-split) Gaussian high-pass, or nothing."""
+    for name, value in (("residual_highpass_gate", gate), ("residual_highpass_luma", luma)):
+        if value is not None and highpass is None:
+            raise ValueError(f"{name} needs residual_highpass")
     if highpass is None:
         return PassResidual()
-    return GaussianHighPass(highpass, gate)
+    return GaussianHighPass(highpass, gate, luma)
 
 
 class NAFNet(nn.Module):
@@ -219,6 +222,9 @@ class NAFNet(nn.Module):
         residual_highpass_gate: with ``residual_highpass``, two noise levels (0-255 scale) between which the
             coarse part is let back in, per image, by the input's estimated noise level (``layers.noise_level``):
             mild noise gets fine changes only, strong noise (coarse blotches) the whole correction. None: fixed.
+        residual_highpass_luma: with ``residual_highpass``, a separate (larger) sigma for the luma of the
+            residual (its channel mean); ``residual_highpass`` then filters the chroma only, so coarse luma noise
+            can go while colours of large areas stay. None: one sigma for all.
 
     Shapes: (B, in_channels, H, W) float -> same; trained on [0, 1] images.
     """
@@ -235,13 +241,14 @@ class NAFNet(nn.Module):
         dropout: float = 0.0,
         residual_highpass: float | None = None,
         residual_highpass_gate: Sequence[float] | None = None,
+        residual_highpass_luma: float | None = None,
     ) -> None:
         super().__init__()
 
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        filt = residual_filter(residual_highpass, residual_highpass_gate)
+        filt = residual_filter(residual_highpass, residual_highpass_gate, residual_highpass_luma)
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, filt)
 
     def _build(
@@ -344,7 +351,7 @@ class LKANAFNet(NAFNet):
         kernel_size: the attention's equivalent large kernel, 7, 11, 23 (the default, VAN's LKA; None means the same),
             35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
-        residual_highpass, residual_highpass_gate: as for NAFNet.
+        residual_highpass, residual_highpass_gate, residual_highpass_luma: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -368,6 +375,7 @@ class LKANAFNet(NAFNet):
         kernel_size: KernelSize | None = 23,
         residual_highpass: float | None = None,
         residual_highpass_gate: Sequence[float] | None = None,
+        residual_highpass_luma: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -380,5 +388,5 @@ class LKANAFNet(NAFNet):
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        filt = residual_filter(residual_highpass, residual_highpass_gate)
+        filt = residual_filter(residual_highpass, residual_highpass_gate, residual_highpass_luma)
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, filt)
