@@ -553,7 +553,8 @@ def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> Model
         config: the pair's YAML config: its ``model`` section gives both networks' architectures and the gate,
             and the whole config is stored with the weights (what ``eval --model`` reads).
         mild, strong: each network's trained weights, anything :func:`load_spec` takes (a registry name, a run
-            directory, a checkpoint, a safetensors export) whose recorded architecture matches the config's.
+            directory, a checkpoint, a safetensors export) whose recorded architecture matches the config's; a
+            noise-gated pair gives its network of the same role (so a new pair can keep one of an old pair's).
 
     Raises:
         CheckpointError: the config is not a pair's, or a network's weights are of another architecture.
@@ -567,6 +568,8 @@ def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> Model
     states = []
     for role, source in (("mild", mild), ("strong", strong)):
         spec = load_spec(source)
+        if spec.model_name == "noise_gated_pair":
+            spec = _pair_member(spec, role)
         recorded = {"model_name": spec.model_name, "model_args": spec.model_args}
         _check_same_architecture(recorded, kind, args.get(role, {}), Path(spec.source), config_path)
         assert spec.state is not None  # load_spec requires weights
@@ -581,6 +584,20 @@ def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> Model
     )
     spec.build()  # fail here when the weights do not fit
     return spec
+
+
+def _pair_member(pair: ModelSpec, role: str) -> ModelSpec:
+    """The ``role`` ("mild" or "strong") network of a noise-gated pair's spec, as a spec of its own."""
+    assert pair.state is not None  # load_spec requires weights
+    prefix = f"{role}."
+    return ModelSpec(
+        model_name=str(pair.model_args.get("model", "lka_nafnet")),
+        model_args=dict(pair.model_args.get(role, {})),
+        tlc_train_size=None,
+        config={},
+        state={k[len(prefix) :]: v for k, v in pair.state.items() if k.startswith(prefix)},
+        source=f"{pair.source} ({role} network)",
+    )
 
 
 def _spec_from_config(config_path: Path, weights: str | Path | None, require_weights: bool) -> ModelSpec:

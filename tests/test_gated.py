@@ -119,6 +119,14 @@ def test_a_pair_composed_from_two_networks_loads_and_exports(tmp_path, pair):
         pair_spec(config, strong, mild)
     with pytest.raises(CheckpointError, match="not a noise_gated_pair"):
         pair_spec(ROOT / "configs" / "lka-nafnet-w12.yaml", mild, strong)
+    # A new pair keeps one network of an old pair: given the pair for that role, it takes the pair's own network.
+    other = randomized(create_model("lka_nafnet", **NET), seed=7)
+    renewed = load_model(export_spec(pair_spec(config, save_checkpoint(tmp_path / "m2.pt", other, NET), out),
+                                     tmp_path / "renewed.safetensors", format="safetensors"))  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(renewed.strong(x), pair.strong(x))
+        torch.testing.assert_close(renewed.mild(x), other(x))
+        assert not torch.allclose(renewed.mild(x), pair.mild(x), atol=1e-3)
     # ONNX and TorchScript run both networks and blend them without a branch: the same outputs.
     import onnxruntime as ort
 
