@@ -131,6 +131,14 @@ class DataConfig:
         "random step order). Random per training sample, fixed per validation image "
         "(seeded by its name).",
     )
+    target_degradations: list[dict[str, Any]] = _field(
+        [],
+        "`sample`/`synthetic`/`shards` of clean images: a pipeline (the steps of `degradations`) applied to each "
+        "clean image first; its output is the target, and what `degradations` degrades into the input. E.g. "
+        "`[{type: jpeg, quality: [75, 97], p: 0.9}]`: JPEG-compressed targets, so that the model keeps the "
+        "compression texture of clean camera JPEGs instead of removing it as noise. Random per training sample, "
+        "fixed per validation image. Empty: the clean image is the target.",
+    )
     patch_size: int = _field(256, "Side of the random square training crops (smaller images are reflect-padded).")
     flip: bool = _field(True, "Random horizontal/vertical flips during training.")
     rot90: bool = _field(True, "Random 90-degree rotations during training (with flips: the 8 dihedral variants).")
@@ -168,19 +176,13 @@ class DataConfig:
                 f"data.format is {self.format!r}, which needs data.{missing[0]} to be set "
                 f"(missing: {', '.join('data.' + k for k in missing)})."
             )
-        for i, spec in enumerate(self.degradations):
-            if not isinstance(spec, dict) or "type" not in spec:
-                raise ConfigError(
-                    f"data.degradations[{i}] must be a mapping with a `type` key, e.g. "
-                    f"{{type: gaussian_noise, sigma: 25}}; got {spec!r}."
-                )
-        from .data.degradations import build_degradation  # late import: data pulls in OpenCV
-        from .errors import DataError
-
-        try:
-            build_degradation(self.degradations)  # checks types and parameters now, not mid-run
-        except DataError as exc:
-            raise ConfigError(str(exc)) from None
+        if self.target_degradations and self.format not in ("sample", "synthetic", "shards"):
+            raise ConfigError(
+                f"data.target_degradations applies to clean images (data.format sample, synthetic or shards), but "
+                f"data.format is {self.format!r}, whose targets are given. Remove data.target_degradations."
+            )
+        for key in ("degradations", "target_degradations"):
+            _check_pipeline(f"data.{key}", getattr(self, key))
 
 
 @dataclass
@@ -333,6 +335,23 @@ def _check_registered(key: str, name: str, registry: Any) -> None:
         registry.get(name)
     except KeyError as exc:
         raise ConfigError(f"{key}: {exc.args[0]}") from None
+
+
+def _check_pipeline(key: str, specs: list[dict[str, Any]]) -> None:
+    """A degradation pipeline's steps built once, so that bad types and parameters fail now, not mid-run."""
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(
+                f"{key}[{i}] must be a mapping with a `type` key, e.g. {{type: gaussian_noise, sigma: 25}}; "
+                f"got {spec!r}."
+            )
+    from .data.degradations import build_degradation  # late import: data pulls in OpenCV
+    from .errors import DataError
+
+    try:
+        build_degradation(specs, key=key)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_range(key: str, value: float, low: float, strict: bool = False) -> None:

@@ -171,6 +171,42 @@ def test_synthetic_validation_identical_across_instances(tmp_path):
     assert not torch.equal(first[0]["lq"], SyntheticDataset(images, NOISE_25, seed=8)[0]["lq"])
 
 
+JPEG_30 = [{"type": "jpeg", "quality": 30}]
+
+
+def _smooth(height: int = 64, width: int = 64) -> np.ndarray:
+    """A float32 (H, W, 3) image of gradients and edges, where JPEG at quality 30 leaves visible blocks."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([xx / width, yy / height, ((xx // 9 + yy // 7) % 2) * 0.6 + 0.2], axis=2).astype(np.float32)
+
+
+def test_target_degradations_make_the_target_that_the_input_is_degraded_from(tmp_path):
+    clean = _smooth()
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(np.rint(clean * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 30])  # fmt: skip
+    want = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    # Validation: the whole image, its target the JPEG (to within the rounding of 8-bit input), the input the target
+    # with noise on top, the same in every instance.
+    val = SyntheticDataset([_write(tmp_path / "v.png", clean)], NOISE_25, target_degradations=JPEG_30, seed=3)
+    item = val[0]
+    gt = item["gt"].numpy().transpose(1, 2, 0)
+    assert np.abs(gt - want).max() <= 1.5 / 255 and np.abs(gt - clean).mean() > 2 / 255
+    assert 19 < _psnr(item["lq"], item["gt"]) < 23  # sigma 25 on the target: about 20.2 dB
+    again = SyntheticDataset([_write(tmp_path / "v.png", clean)], NOISE_25, target_degradations=JPEG_30, seed=3)[0]
+    assert torch.equal(item["lq"], again["lq"]) and torch.equal(item["gt"], again["gt"])
+    # Training: no other degradation, so the input is the target, and both are JPEG'd crops, not the clean crop.
+    train = SyntheticDataset([clean], [], target_degradations=JPEG_30, patch_size=32, flip=False, rot90=False)
+    sample = train[(0, 5)]
+    assert torch.equal(sample["lq"], sample["gt"])
+    crops = [clean[y : y + 32, x : x + 32] for y in range(33) for x in range(33)]
+    err = min(np.abs(sample["gt"].numpy().transpose(1, 2, 0) - c).mean() for c in crops)
+    assert err > 1 / 255  # no crop of the clean image is the target
+    with pytest.raises(ConfigError, match=r"data\.target_degradations\[0\].*quality must be"):
+        DataConfig(target_degradations=[{"type": "jpeg", "quality": 200}])
+    with pytest.raises(ConfigError, match=r"data\.target_degradations applies to clean images.*'sidd'"):
+        DataConfig(format="sidd", root=str(tmp_path), target_degradations=JPEG_30)
+
+
 def test_sampling_weights():
     dataset = SyntheticDataset([_image(0, 8, 8), _image(1, 8, 8)], [], patch_size=8, weights=[2, 1], min_epoch_length=9)
     assert len(dataset) == 9

@@ -384,6 +384,15 @@ def test_folder_and_synthetic_sources(tmp_path):
     reference = SyntheticDataset(sorted((tmp_path / "clean" / "val").glob("*.png")), NOISE, seed=4)
     assert val.names == reference.names == ["0", "1"]
     assert torch.equal(val[1]["lq"], reference[1]["lq"])  # the same validation input as the folder gives
+    # With target degradations too, the shards give what the folder gives.
+    jpeg = [{"type": "jpeg", "quality": 40}]
+    val = ShardValDataset(synthetic, degradations=NOISE, target_degradations=jpeg, seed=4)[1]
+    reference = SyntheticDataset(sorted((tmp_path / "clean" / "val").glob("*.png")), NOISE, target_degradations=jpeg,
+                                 seed=4)[1]  # fmt: skip
+    assert torch.equal(val["gt"], reference["gt"]) and torch.equal(val["lq"], reference["lq"])
+    assert not torch.equal(val["gt"], ShardValDataset(synthetic, degradations=NOISE, seed=4)[1]["gt"])
+    sample = next(iter(ShardTrainDataset(synthetic, patch_size=16, target_degradations=jpeg)))
+    assert torch.equal(sample["lq"], sample["gt"])
 
     with pytest.raises(DataError, match=r"pairs[/\\]lq \(inputs\)"):
         prepare_shards("folder", tmp_path / "pairs", tmp_path / "x", workers=0)

@@ -59,13 +59,16 @@ def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         images = sample_images("train")
         return SyntheticDataset(
             [image for _, image in images], cfg.degradations, seed=seed, names=[n for n, _ in images],
-            weights=sample_weights(images), **crops,
+            weights=sample_weights(images), target_degradations=cfg.target_degradations, **crops,
         )  # fmt: skip
     if cfg.format == "folder":
         return PairedFolderDataset(cfg.train_lq, cfg.train_gt, cache=cfg.cache, **crops)  # type: ignore[arg-type]
     if cfg.format == "synthetic":
         paths, names = folder_images(cfg.train_dir, "data.train_dir")  # type: ignore[arg-type]
-        return SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache, **crops)
+        return SyntheticDataset(
+            paths, cfg.degradations, target_degradations=cfg.target_degradations, names=names, seed=seed,
+            cache=cfg.cache, **crops,
+        )  # fmt: skip
     if cfg.format == "frames":
         sequences = frame_sequences(cfg.train_dir, "data.train_dir", cfg.frames[0])  # type: ignore[arg-type]
         return AveragedFramesDataset(sequences, cfg.frames, cfg.degradations, seed=seed, cache=cfg.cache, **crops)
@@ -75,7 +78,10 @@ def build_train_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
         return PairedImageDataset(gopro_pairs(cfg.root, "train"), cache=cfg.cache, **crops)  # type: ignore[arg-type]
     if cfg.format == "shards":
         folder: str = cfg.shards  # type: ignore[assignment]  # set: the config checks it
-        return ShardTrainDataset(folder, shuffle_buffer=cfg.shuffle_buffer, degradations=cfg.degradations, **crops)
+        return ShardTrainDataset(
+            folder, shuffle_buffer=cfg.shuffle_buffer, degradations=cfg.degradations,
+            target_degradations=cfg.target_degradations, **crops,
+        )  # fmt: skip
     raise DataError(_UNKNOWN_FORMAT.format(cfg.format))
 
 
@@ -85,13 +91,17 @@ def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     if cfg.format == "sample":
         images = sample_images("val")
         val: Dataset = SyntheticDataset(
-            [image for _, image in images], cfg.degradations, seed=seed, names=[n for n, _ in images]
-        )
+            [image for _, image in images], cfg.degradations, target_degradations=cfg.target_degradations,
+            seed=seed, names=[n for n, _ in images],
+        )  # fmt: skip
     elif cfg.format == "folder":
         val = PairedFolderDataset(cfg.val_lq, cfg.val_gt, cache=cfg.cache)  # type: ignore[arg-type]
     elif cfg.format == "synthetic":
         paths, names = folder_images(cfg.val_dir, "data.val_dir")  # type: ignore[arg-type]
-        val = SyntheticDataset(paths, cfg.degradations, names=names, seed=seed, cache=cfg.cache)
+        val = SyntheticDataset(
+            paths, cfg.degradations, target_degradations=cfg.target_degradations, names=names, seed=seed,
+            cache=cfg.cache,
+        )  # fmt: skip
     elif cfg.format == "frames":
         sequences = frame_sequences(cfg.val_dir, "data.val_dir", cfg.frames[1])  # type: ignore[arg-type]
         val = AveragedFramesDataset(sequences, cfg.frames, cfg.degradations, seed=seed, cache=cfg.cache)
@@ -100,7 +110,10 @@ def build_val_dataset(cfg: DataConfig, *, seed: int) -> Dataset:
     elif cfg.format == "gopro":
         val = PairedImageDataset(gopro_pairs(cfg.root, "test"), cache=cfg.cache)  # type: ignore[arg-type]
     elif cfg.format == "shards":
-        val = ShardValDataset(cfg.shards, degradations=cfg.degradations, seed=seed)  # type: ignore[arg-type]
+        val = ShardValDataset(
+            cfg.shards,  # type: ignore[arg-type]
+            degradations=cfg.degradations, target_degradations=cfg.target_degradations, seed=seed,
+        )  # fmt: skip
     else:
         raise DataError(_UNKNOWN_FORMAT.format(cfg.format))
     return limit_dataset(val, cfg.val_max_images)

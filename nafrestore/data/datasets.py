@@ -44,6 +44,7 @@ __all__ = [
     "PairedImageDataset",
     "SIDDValidationDataset",
     "SyntheticDataset",
+    "build_target",
     "degraded_training_pair",
     "degraded_validation_pair",
     "item_sizes",
@@ -98,29 +99,45 @@ def degraded_training_pair(
     patch_size: int,
     flip: bool,
     rot90: bool,
+    target: Degradation | None = None,
 ) -> dict[str, torch.Tensor]:
     """A training item from a clean (H, W, 3) image: a random crop and symmetry, then ``degrade`` with the same
     generator (cheaper than degrading whole images). ``{"lq", "gt": (3, P, P) float32 in [0, 1]}``.
 
+    With ``target``, the crop passes through it first and the result is both the target and what ``degrade``
+    degrades (e.g. JPEG-compressed targets, so that a model learns to keep the texture of clean camera JPEGs).
     The crop is cut ``degrade.margin`` pixels larger on each side and cropped back after degrading, so a blur
     reads real image content at the patch borders (as it does in a whole photograph), not reflected pixels.
     """
-    m = degrade.margin
+    m = degrade.margin + (target.margin if target is not None else 0)
     (crop,) = random_crop([clean], patch_size + 2 * m, rng)
     (crop,) = random_dihedral([crop], rng, flip=flip, rot90=rot90)
     clean = to_float(np.ascontiguousarray(crop))
+    if target is not None:
+        clean = target(clean, rng)
     lq = degrade(clean, rng)
     if m:
         lq, clean = lq[m:-m, m:-m], clean[m:-m, m:-m]
     return {"lq": to_tensor(lq), "gt": to_tensor(clean)}
 
 
-def degraded_validation_pair(clean: np.ndarray, degrade: Degradation, *, name: str, seed: int) -> dict[str, Any]:
+def degraded_validation_pair(
+    clean: np.ndarray, degrade: Degradation, *, name: str, seed: int, target: Degradation | None = None
+) -> dict[str, Any]:
     """A validation item from a whole clean image, degraded with a generator seeded by ``(name, seed)`` (the same
-    in every run and process): ``{"lq", "gt": (3, H, W) float32 in [0, 1], "name": name}``."""
+    in every run and process): ``{"lq", "gt": (3, H, W) float32 in [0, 1], "name": name}``. ``target`` as in
+    :func:`degraded_training_pair`, drawn from the same generator."""
     gt = to_float(clean)
-    lq = degrade(gt, np.random.default_rng(seed_for(name, seed)))
+    rng = np.random.default_rng(seed_for(name, seed))
+    if target is not None:
+        gt = target(gt, rng)
+    lq = degrade(gt, rng)
     return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": name}
+
+
+def build_target(specs: Sequence[dict[str, Any]]) -> Degradation | None:
+    """The target pipeline of ``data.target_degradations`` (None when empty: the clean image is the target)."""
+    return build_degradation(list(specs), key="data.target_degradations") if specs else None
 
 
 class PairDataset(Dataset):
@@ -313,6 +330,8 @@ class SyntheticDataset(PairDataset):
         images: clean images: paths, (H, W, 3) arrays (float in [0, 1], or uint8/uint16) or (3, H, W) tensors;
             grayscale is replicated to 3 channels.
         degradations: config specs (``[{"type": "gaussian_noise", "sigma": 25}]``) or a built degradation.
+        target_degradations: config specs applied to the clean image first, making the target (see
+            :func:`degraded_training_pair`); empty: the clean image is the target.
         patch_size: training crop side; None for validation.
         flip, rot90: random symmetries in training.
         seed: base seed of the validation degradations.
@@ -327,6 +346,7 @@ class SyntheticDataset(PairDataset):
         images: Sequence[str | Path | np.ndarray | torch.Tensor],
         degradations: Sequence[dict[str, Any]] | Degradation,
         *,
+        target_degradations: Sequence[dict[str, Any]] = (),
         patch_size: int | None = None,
         flip: bool = False,
         rot90: bool = False,
@@ -346,6 +366,7 @@ class SyntheticDataset(PairDataset):
             weights=weights,
         )
         self.degrade = degradations if isinstance(degradations, Degradation) else build_degradation(degradations)
+        self.target = build_target(target_degradations)
         self.seed = int(seed)
         if names is None:
             names = [Path(x).stem if isinstance(x, str | Path) else f"{i:03d}" for i, x in enumerate(images)]
@@ -372,9 +393,9 @@ class SyntheticDataset(PairDataset):
         i, rng = self._resolve(index)
         clean = self._load(i)
         if rng is None:
-            return degraded_validation_pair(clean, self.degrade, name=self.names[i], seed=self.seed)
+            return degraded_validation_pair(clean, self.degrade, name=self.names[i], seed=self.seed, target=self.target)
         return degraded_training_pair(
-            clean, self.degrade, rng, patch_size=self.patch_size, flip=self.flip, rot90=self.rot90
+            clean, self.degrade, rng, patch_size=self.patch_size, flip=self.flip, rot90=self.rot90, target=self.target
         )
 
 

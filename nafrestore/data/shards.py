@@ -49,7 +49,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ..errors import ConfigError, DataError
 from ..utils.pixels import to_tensor
-from .datasets import degraded_training_pair, degraded_validation_pair, training_pair
+from .datasets import build_target, degraded_training_pair, degraded_validation_pair, training_pair
 from .degradations import build_degradation, seed_for
 from .io import decode_png
 from .prepare import INDEX_VERSION
@@ -254,6 +254,7 @@ class ShardTrainDataset(IterableDataset):
         rot90: bool = False,
         shuffle_buffer: int = 256,
         degradations: Sequence[dict[str, Any]] = (),
+        target_degradations: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.folder = Path(folder)
         self.index = load_shard_index(self.folder)
@@ -274,6 +275,7 @@ class ShardTrainDataset(IterableDataset):
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
         self.patch_size, self.flip, self.rot90, self.shuffle_buffer = patch_size, flip, rot90, shuffle_buffer
         self.degrade = None if self.paired else build_degradation(list(degradations))
+        self.target = None if self.paired else build_target(target_degradations)
         # One process's share (split() sets it) and the position in the epoch.
         self.rank, self.world_size, self.num_workers, self.batch_size, self.seed = 0, 1, 0, 1, 0
         self.streams = 1  # loader streams: max(1, num_workers)
@@ -376,7 +378,7 @@ class ShardTrainDataset(IterableDataset):
         if self.degrade is None:
             item = training_pair(images[0], images[1], rng, **crops)
         else:
-            item = degraded_training_pair(images[0], self.degrade, rng, **crops)
+            item = degraded_training_pair(images[0], self.degrade, rng, target=self.target, **crops)
         item["key"] = key
         return item
 
@@ -403,7 +405,14 @@ class ShardValDataset(Dataset):
         DataError: the folder has no validation shards, or one of them is not a readable tar.
     """
 
-    def __init__(self, folder: str | Path, *, degradations: Sequence[dict[str, Any]] = (), seed: int = 0) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        degradations: Sequence[dict[str, Any]] = (),
+        target_degradations: Sequence[dict[str, Any]] = (),
+        seed: int = 0,
+    ) -> None:
         self.folder = Path(folder)
         self.index = load_shard_index(self.folder)
         split = self.index["splits"].get("val")
@@ -415,6 +424,7 @@ class ShardValDataset(Dataset):
             )
         self.paired = bool(self.index["paired"])
         self.degrade = None if self.paired else build_degradation(list(degradations))
+        self.target = None if self.paired else build_target(target_degradations)
         self.seed = int(seed)
         self.members: list[dict[str, tuple[Path, int, int]]] = []  # per sample: member -> (shard, offset, size)
         for shard in split["shards"]:
@@ -462,6 +472,6 @@ class ShardValDataset(Dataset):
         path = members["gt.png"][0]
         gt = _decode({"__key__": name, "gt.png": self._read(members, "gt.png")}, "gt.png", path, self.index)
         if self.degrade is not None:
-            return degraded_validation_pair(gt, self.degrade, name=name, seed=self.seed)
+            return degraded_validation_pair(gt, self.degrade, name=name, seed=self.seed, target=self.target)
         lq = _decode({"__key__": name, "lq.png": self._read(members, "lq.png")}, "lq.png", path, self.index)
         return {"lq": to_tensor(lq), "gt": to_tensor(gt), "name": name}
