@@ -317,6 +317,12 @@ def test_seed_for_is_stable_and_distinct():
             [{"type": "camera_noise", "pipeline_error": True, "noise_reduction": 1}],
             r"filter the noise alone, which needs pipeline_error: false",
         ),
+        ([{"type": "camera_noise", "coarse_noise": 1}], r"coarse_noise must be >= 0 and <= 0.99"),
+        ([{"type": "camera_noise", "coarse_noise_sigma": 0}], r"coarse_noise_sigma must be > 0"),
+        (
+            [{"type": "camera_noise", "pipeline_error": True, "coarse_noise": 0.5}],
+            r"filter the noise alone, which needs pipeline_error: false",
+        ),
         ([{"type": "camera_noise", "shot": 0.01}], r"'shot'.*Valid parameters of camera_noise: shot_noise"),
         # p
         ([{"type": "jpeg", "p": 1.5}], r"degradations\[0\] \(jpeg\): p, the probability .* \[0, 1\], got 1.5"),
@@ -539,6 +545,35 @@ def test_camera_noise_reduction_leaves_low_frequency_luma_noise():
     assert plain_lag4 < 0.05 < 0.2 < reduced_lag4  # measured 0.00 and 0.28
     assert reduced_lag1 > plain_lag1 + 0.2  # measured 0.60 and 0.89
     assert plain_ratio < 1 < 1.5 < reduced_ratio  # measured 0.49 and 1.57: the colour matrix makes chroma heavy
+
+
+def test_coarse_camera_noise_decays_slowly_like_real_noise_at_the_same_strength():
+    """coarse_noise keeps the luma std and lifts the correlation 2-4 px apart, where one Gaussian low-pass leaves
+    almost none once lag 1 is high (real camera noise: about 0.65 ** k, lag 4 a third of lag 1,
+    bench/noise-statistics.md)."""
+    grey = _flat(0.5, 96)
+
+    def stats(**kwargs: Any) -> tuple[float, float, float, float]:
+        camera = CameraNoise(shot_noise=5e-3, color_correction=False, quantize=False, noise_reduction=0.7, **kwargs)
+        luma = np.stack([camera(grey, np.random.default_rng(seed)) - grey for seed in range(8)]).mean(axis=3)
+
+        def lag(k: int) -> float:
+            return float(np.corrcoef(luma[:, :, :-k].ravel(), luma[:, :, k:].ravel())[0, 1])
+
+        return lag(1), lag(2), lag(4), float(luma.std())
+
+    fine = stats()
+    coarse = stats(coarse_noise=0.5, coarse_noise_sigma=3.0)
+    assert fine[2] < 0.05 and coarse[2] > fine[2] + 0.2  # lag 4
+    assert coarse[1] > fine[1] + 0.1  # lag 2
+    assert fine[2] / fine[0] < 0.05 and coarse[2] / coarse[0] > 0.25  # lag 4 against lag 1
+    assert coarse[3] == pytest.approx(fine[3], rel=0.02)  # the same luma strength
+    # Weight 0 is the plain noise reduction, draw for draw.
+    image = _flat(0.3, 32)
+    np.testing.assert_array_equal(
+        CameraNoise(noise_reduction=0.7, coarse_noise=0.0)(image, np.random.default_rng(1)),
+        CameraNoise(noise_reduction=0.7)(image, np.random.default_rng(1)),
+    )
 
 
 def test_camera_noise_levels_follow_the_log_log_line():

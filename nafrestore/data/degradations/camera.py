@@ -257,6 +257,15 @@ class CameraNoise(Degradation):
             ``pipeline_error: false``.
         chroma_noise_reduction: the low-pass's standard deviation for the noise's chroma (each channel minus the
             mean of the three), fixed or ``[lo, hi]``; defaults to ``noise_reduction``'s.
+        coarse_noise: the weight in [0, 1) of a coarse part of the luma noise, fixed or ``[lo, hi]`` (default 0,
+            none): the noise's luma becomes ``sqrt(1 - w) * fine + sqrt(w) * coarse``, the coarse part its low-pass
+            of ``coarse_noise_sigma`` scaled to the fine part's std, the sum scaled back to it. One Gaussian
+            low-pass makes the correlation fall as ``exp(-k^2 / 4 sigma^2)``, gone 4 px away once lag 1 matches
+            real noise; a real camera's falls about as ``0.65^k`` (PolyU lag 1 / 2 / 4: 0.61-0.73 / 0.31-0.45 /
+            0.18-0.32, ``bench/noise-statistics.md``): its noise reduction removes the fine grain and leaves
+            blotches a few pixels wide. Needs ``pipeline_error: false``.
+        coarse_noise_sigma: the coarse part's low-pass standard deviation in pixels, fixed or ``[lo, hi]``
+            (default 2.5).
     """
 
     def __init__(
@@ -275,6 +284,8 @@ class CameraNoise(Degradation):
         pipeline_error: bool = False,
         noise_reduction: float | Sequence[float] = 0.0,
         chroma_noise_reduction: float | Sequence[float] | None = None,
+        coarse_noise: float | Sequence[float] = 0.0,
+        coarse_noise_sigma: float | Sequence[float] = 2.5,
     ) -> None:
         self.shot_noise = Param("shot_noise", shot_noise, low=0, high=1)
         if not self.shot_noise.fixed and self.shot_noise.lo == 0:
@@ -306,10 +317,13 @@ class CameraNoise(Degradation):
             if chroma_noise_reduction is None
             else Param("chroma_noise_reduction", chroma_noise_reduction, low=0, high=10)
         )
-        if self.pipeline_error and (self.noise_reduction.hi > 0 or chroma_noise_reduction is not None):
+        self.coarse_noise = Param("coarse_noise", coarse_noise, low=0, high=0.99)
+        self.coarse_noise_sigma = Param("coarse_noise_sigma", coarse_noise_sigma, low=0, high=10, strict_low=True)
+        filtered = self.noise_reduction.hi > 0 or chroma_noise_reduction is not None or self.coarse_noise.hi > 0
+        if self.pipeline_error and filtered:
             raise ValueError(
-                "noise_reduction and chroma_noise_reduction filter the noise alone, which needs pipeline_error: "
-                "false (the default)"
+                "noise_reduction, chroma_noise_reduction and coarse_noise filter the noise alone, which needs "
+                "pipeline_error: false (the default)"
             )
         self._rgb2cams = XYZ2CAMS @ RGB2XYZ  # (4, 3, 3): each camera's linear sRGB -> camera matrix
 
@@ -375,18 +389,28 @@ class CameraNoise(Degradation):
         return _finish(np.ascontiguousarray(out), clip=True, quantize=self.quantize)
 
     def _reduce_noise(self, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The camera's noise reduction on an (H, W, 3) sRGB noise field: Gaussian low-passes of luma and chroma."""
+        """The camera's noise reduction on an (H, W, 3) sRGB noise field: Gaussian low-passes of luma and chroma,
+        and the coarse part of the luma (``coarse_noise``)."""
         sigma = self.noise_reduction.sample(rng)
         chroma_sigma = sigma if self.chroma_noise_reduction is None else self.chroma_noise_reduction.sample(rng)
-        if sigma == 0 and chroma_sigma == 0:
+        weight = self.coarse_noise.sample(rng)
+        coarse_sigma = self.coarse_noise_sigma.sample(rng)
+        if sigma == 0 and chroma_sigma == 0 and weight == 0:
             return noise
         luma = noise.mean(axis=2, keepdims=True)
         chroma = noise - luma
+        fine = _low_pass(luma, sigma)
+        if weight > 0:
+            coarse = _low_pass(luma, coarse_sigma)
+            std = float(fine.std())
+            mixed = np.sqrt(1 - weight) * fine + np.sqrt(weight) * coarse * (std / max(float(coarse.std()), 1e-12))
+            fine = mixed * np.float32(std / max(float(mixed.std()), 1e-12))
+        return fine + _low_pass(chroma, chroma_sigma)
 
-        def low_pass(x: np.ndarray, s: float) -> np.ndarray:
-            if s == 0:
-                return x
-            out = cv2.GaussianBlur(x, (0, 0), s, borderType=cv2.BORDER_REFLECT_101)
-            return out.reshape(x.shape)  # GaussianBlur drops a trailing axis of size 1
 
-        return low_pass(luma, sigma) + low_pass(chroma, chroma_sigma)
+def _low_pass(x: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of an (H, W, C) array (reflected borders); ``sigma`` 0 returns it as it is."""
+    if sigma == 0:
+        return x
+    out = cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return out.reshape(x.shape).astype(np.float32, copy=False)  # GaussianBlur drops a trailing axis of size 1
