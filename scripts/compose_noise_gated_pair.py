@@ -5,9 +5,9 @@
         -o nafrestore/weights/lka-nafnet-w12-denoise-real-v2.safetensors
 
 Each network's weights (a registry name, run directory, checkpoint or export; a ``last.pt``'s EMA weights) must
-have the architecture the config gives it; a noise-gated pair (e.g. ``default``) gives its network of that role, so
-a new mild network can be paired with the shipped strong one. Writes a safetensors export (the config in its metadata, as
-``nafrestore export`` writes one), atomically; ``nafrestore.load_model(OUT)`` loads it.
+have the architecture the config gives it; a noise-gated pair (e.g. ``default``) gives its network of that role,
+so a new mild network can be paired with the shipped strong one. Writes a safetensors export (the config in its
+metadata, as ``nafrestore export`` writes one), atomically; ``nafrestore.load_model(OUT)`` loads it.
 """
 
 from __future__ import annotations

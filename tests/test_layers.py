@@ -298,7 +298,10 @@ def test_gaussian_high_pass_with_a_luma_sigma_filters_luma_and_chroma_apart():
         GaussianHighPass(1.0, luma_sigma=3.0).double()(grey), GaussianHighPass(3.0).double()(grey), rtol=0, atol=1e-6
     )
     torch.testing.assert_close(
-        GaussianHighPass(1.0, luma_sigma=3.0).double()(chroma), GaussianHighPass(1.0).double()(chroma), rtol=0, atol=1e-6
+        GaussianHighPass(1.0, luma_sigma=3.0).double()(chroma),
+        GaussianHighPass(1.0).double()(chroma),
+        rtol=0,
+        atol=1e-6,
     )
     with pytest.raises(ValueError, match="luma sigma must be > 0"):
         GaussianHighPass(1.0, luma_sigma=0.0)
