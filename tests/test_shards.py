@@ -394,6 +394,11 @@ def test_folder_and_synthetic_sources(tmp_path):
     sample = next(iter(ShardTrainDataset(synthetic, patch_size=16, target_degradations=jpeg)))
     assert torch.equal(sample["lq"], sample["gt"])
 
+    # Paired shards store their targets: a target pipeline would be ignored, so it is refused.
+    for paired in (lambda: ShardTrainDataset(folder, patch_size=16, target_degradations=jpeg),
+                   lambda: ShardValDataset(folder, target_degradations=jpeg)):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"data.target_degradations .* shards in .*folder-shards are paired"):
+            paired()
     with pytest.raises(DataError, match=r"pairs[/\\]lq \(inputs\)"):
         prepare_shards("folder", tmp_path / "pairs", tmp_path / "x", workers=0)
 

@@ -128,6 +128,26 @@ def load_shard_index(folder: str | Path) -> dict[str, Any]:
     return index
 
 
+def clean_pipelines(
+    folder: Path, paired: bool, degradations: Sequence[dict[str, Any]], target_degradations: Sequence[dict[str, Any]]
+) -> tuple[Any, Any]:
+    """The input and target pipelines of a shard folder: both None for paired shards, whose inputs and targets are
+    stored (``data.degradations`` keeps its default there, so only ``data.target_degradations`` is refused).
+
+    Raises:
+        ConfigError: target degradations for paired shards.
+    """
+    if not paired:
+        return build_degradation(list(degradations)), build_target(target_degradations)
+    if target_degradations:
+        raise ConfigError(
+            f"data.target_degradations applies to clean images, but the shards in {folder} are paired: their targets "
+            "are stored as prepared. Remove data.target_degradations, or prepare the shards from clean images "
+            "(`nafrestore prepare synthetic ...`)."
+        )
+    return None, None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Who reads what in an epoch
 
@@ -274,8 +294,7 @@ class ShardTrainDataset(IterableDataset):
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
         self.patch_size, self.flip, self.rot90, self.shuffle_buffer = patch_size, flip, rot90, shuffle_buffer
-        self.degrade = None if self.paired else build_degradation(list(degradations))
-        self.target = None if self.paired else build_target(target_degradations)
+        self.degrade, self.target = clean_pipelines(self.folder, self.paired, degradations, target_degradations)
         # One process's share (split() sets it) and the position in the epoch.
         self.rank, self.world_size, self.num_workers, self.batch_size, self.seed = 0, 1, 0, 1, 0
         self.streams = 1  # loader streams: max(1, num_workers)
@@ -423,8 +442,7 @@ class ShardValDataset(Dataset):
                 "images). Prepare it again with validation images (--val for folder and synthetic sources)."
             )
         self.paired = bool(self.index["paired"])
-        self.degrade = None if self.paired else build_degradation(list(degradations))
-        self.target = None if self.paired else build_target(target_degradations)
+        self.degrade, self.target = clean_pipelines(self.folder, self.paired, degradations, target_degradations)
         self.seed = int(seed)
         self.members: list[dict[str, tuple[Path, int, int]]] = []  # per sample: member -> (shard, offset, size)
         for shard in split["shards"]:
