@@ -29,7 +29,7 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ _ROOT = Path(__file__).resolve().parents[1]  # the repository: its configs/ fold
 #: The extra file of a nafrestore TorchScript export that holds its unfolded weights and architecture, in the
 #: layout of the safetensors export (stored in the archive as ``<archive>/extra/nafrestore.safetensors``).
 TORCHSCRIPT_WEIGHTS_ENTRY = "nafrestore.safetensors"
+#: The model arguments of a network's residual filter: no parameters, so weights trained with one setting load
+#: into another (``pair_spec(refilter=True)``).
+RESIDUAL_FILTER_ARGS = ("residual_highpass", "residual_highpass_gate", "residual_highpass_luma")
 # What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
 # loading the file without weights_only would run code; other unpickling errors are just unreadable files.
 # (older torch versions said "Unsupported class").
@@ -546,7 +549,7 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
     )
 
 
-def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> ModelSpec:
+def pair_spec(config: str | Path, mild: str | Path, strong: str | Path, *, refilter: bool = False) -> ModelSpec:
     """A noise-gated pair (``model.name: noise_gated_pair``) from its config and its two networks' weights.
 
     Args:
@@ -555,6 +558,9 @@ def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> Model
         mild, strong: each network's trained weights, anything :func:`load_spec` takes (a registry name, a run
             directory, a checkpoint, a safetensors export) whose recorded architecture matches the config's; a
             noise-gated pair gives its network of the same role (so a new pair can keep one of an old pair's).
+        refilter: let the config's residual filter (``RESIDUAL_FILTER_ARGS``, settings without parameters) differ
+            from the one a network was trained with, e.g. a narrower ``residual_highpass`` for the same weights.
+            Off, such a difference is refused like any other.
 
     Raises:
         CheckpointError: the config is not a pair's, or a network's weights are of another architecture.
@@ -571,7 +577,8 @@ def pair_spec(config: str | Path, mild: str | Path, strong: str | Path) -> Model
         if spec.model_name == "noise_gated_pair":
             spec = _pair_member(spec, role)
         recorded = {"model_name": spec.model_name, "model_args": spec.model_args}
-        _check_same_architecture(recorded, kind, args.get(role, {}), Path(spec.source), config_path)
+        _check_same_architecture(recorded, kind, args.get(role, {}), Path(spec.source), config_path,
+                                 ignore=RESIDUAL_FILTER_ARGS if refilter else ())  # fmt: skip
         assert spec.state is not None  # load_spec requires weights
         states.append(spec.state)
     spec = ModelSpec(
@@ -627,9 +634,14 @@ def _spec_from_config(config_path: Path, weights: str | Path | None, require_wei
 
 
 def _check_same_architecture(
-    ckpt: Mapping[str, Any], name: str, args: Mapping[str, Any], weights_path: Path, config_path: Path
+    ckpt: Mapping[str, Any],
+    name: str,
+    args: Mapping[str, Any],
+    weights_path: Path,
+    config_path: Path,
+    ignore: Collection[str] = (),
 ) -> None:
-    """Refuse weights whose own recorded architecture differs from the config's.
+    """Refuse weights whose own recorded architecture differs from the config's (apart from the ``ignore`` args).
 
     Settings without parameters (``residual_highpass``, ``kernel_size`` of equal shapes, ...) would otherwise load
     into the wrong network without a key or shape error and give silently wrong outputs. An argument given as None
@@ -648,7 +660,7 @@ def _check_same_architecture(
 
     mine, theirs = full(name, args), full(their_name, their_args)
     differ = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(mine) | set(theirs))
-              if mine.get(k) != theirs.get(k)]  # fmt: skip
+              if mine.get(k) != theirs.get(k) and k not in ignore]  # fmt: skip
     if name != their_name or differ:
         detail = f"model {their_name} there, {name} here" if name != their_name else "; ".join(differ)
         raise CheckpointError(

@@ -119,6 +119,14 @@ def test_a_pair_composed_from_two_networks_loads_and_exports(tmp_path, pair):
         pair_spec(config, strong, mild)
     with pytest.raises(CheckpointError, match="not a noise_gated_pair"):
         pair_spec(ROOT / "configs" / "lka-nafnet-w12.yaml", mild, strong)
+    # Refiltered: the strong network's weights in the mild role, with the mild role's high-pass (none), on request.
+    refiltered = load_model(export_spec(pair_spec(config, strong, strong, refilter=True),
+                                        tmp_path / "refiltered.safetensors", format="safetensors"))  # fmt: skip
+    unfiltered = create_model("lka_nafnet", **NET)
+    unfiltered.load_state_dict(pair.strong.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(refiltered.mild(x), unfiltered.eval()(x))
+        assert not torch.allclose(refiltered.mild(x), pair.strong(x), atol=1e-3)
     # A new pair keeps one network of an old pair: given the pair for that role, it takes the pair's own network.
     other = randomized(create_model("lka_nafnet", **NET), seed=7)
     renewed = load_model(export_spec(pair_spec(config, save_checkpoint(tmp_path / "m2.pt", other, NET), out),
