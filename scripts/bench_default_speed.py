@@ -1,8 +1,8 @@
 """The default model's CPU speed against the first default's, on photographs that take each of its paths.
 
-    python scripts/bench_default_speed.py --threads 2 --rounds 7 --out bench/speed-default-v2.json
+    python scripts/bench_default_speed.py --threads 2 --rounds 7 --out bench/speed-default-v3.json
 
-The second default is a noise-gated pair (``nafrestore/models/gated.py``): a photograph whose estimated noise level
+The default since v2 is a noise-gated pair (``nafrestore/models/gated.py``): a photograph whose estimated noise level
 is below the gate runs the mild network (the first default's), one above it the strong network, one inside the
 gate both. So it is timed on the validation photograph ``astronaut`` resized to SIZE x SIZE three ways: clean
 (the mild path), with Gaussian noise of sigma 10 (level inside the gate [8, 16]: both networks) and with strong
@@ -26,6 +26,7 @@ import torch
 import nafrestore
 from nafrestore.data.sample import sample_images
 from nafrestore.models.layers import noise_level
+from nafrestore.models.pretrained import find_pretrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attention import command_line, loadavg, machine_info, time_size, write_results  # noqa: E402  (siblings)
@@ -47,15 +48,21 @@ def inputs(size: int) -> dict[str, torch.Tensor]:
     return {label: torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None] for label, img in noisy}
 
 
+def registry_name(source: str) -> str:
+    """``source``, with a registry alias resolved (``default`` -> ``default`` = its model's name)."""
+    entry = find_pretrained(source)
+    return source if entry is None or entry.name == source else f"{source} = {entry.name}"
+
+
 def markdown(info: dict) -> str:
     lines = [
-        "# The default model's CPU speed: second default (noise-gated pair) against the first",
+        f"# CPU speed: `{info['second']}` against `{info['first']}`",
         "",
         f"{info['size']}x{info['size']}, fp32, batch 1, folded (`nafrestore.load_model`), {info['rounds']} rounds "
-        "per input, the two models alternately; speed = median over rounds of the first default's time over the "
-        "second's (x0.50 = half as fast).",
+        f"per input, the two models alternately; speed = median over rounds of `{info['first']}`'s time over "
+        f"`{info['second']}`'s in the same round (x0.50 = half as fast).",
         "",
-        "| input | noise level (0-255) | first default ms | second default ms | speed vs the first |",
+        f"| input | noise level (0-255) | {info['first']} ms | {info['second']} ms | speed |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in info["inputs"]:
@@ -82,7 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--first", default="lka-nafnet-w12-denoise-real", help="the model to compare against")
     parser.add_argument("--second", default="default", help="the model timed")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "speed-default-v2.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "speed-default-v3.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,8 +110,8 @@ def main() -> None:
         })  # fmt: skip
     info = {
         "command": command_line(),
-        "first": args.first,
-        "second": args.second,
+        "first": registry_name(args.first),
+        "second": registry_name(args.second),
         "size": args.size,
         "rounds": args.rounds,
         "machine": machine_info(start),

@@ -102,6 +102,12 @@ PRETRAINED: dict[str, PretrainedModel] = {
     m.name: m
     for m in (
         PretrainedModel(
+            "lka-nafnet-w12-denoise-real-v3",
+            "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: v2's noise-gated pair "
+            "with the mild network's residual high-passed at 2 px, so that clean photographs stay as they are",
+            "lka-nafnet-w12-denoise-real-v3.safetensors",
+        ),
+        PretrainedModel(
             "lka-nafnet-w12-denoise-real-v2",
             "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: a noise-gated pair of "
             "LKA-NAFNets width 12 (the first default for mild noise, a strong-noise network)",
@@ -152,7 +158,7 @@ PRETRAINED: dict[str, PretrainedModel] = {
     )
 }
 #: Other names for registry entries.
-ALIASES = {"default": "lka-nafnet-w12-denoise-real-v2"}
+ALIASES = {"default": "lka-nafnet-w12-denoise-real-v3"}
 DEFAULT = "default"
 
 
