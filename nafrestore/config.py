@@ -65,7 +65,10 @@ class ModelConfig:
         "`residual_highpass_gate` ([low, high] noise levels, 0-255: the coarse part is let back in per image as the "
         "input's estimated noise rises from low to high, so strong coarse noise can go; default null, fixed) and "
         "`residual_highpass_luma` (a larger sigma for the luma of the residual, `residual_highpass` then filtering "
-        "its chroma only: coarse luma noise can go, colours of large areas stay; default null, one sigma).",
+        "its chroma only: coarse luma noise can go, colours of large areas stay; default null, one sigma) and "
+        "`residual_highpass_flat` ([wide sigma, gradient energy]: where the input is flat, its local gradient "
+        "energy below that many levels squared, the high-pass widens to the wide sigma, so coarser noise can go "
+        "there while texture gets only the finest changes; default null, the same sigma everywhere).",
     )
 
     def __post_init__(self) -> None:
@@ -553,6 +556,13 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
         raise ConfigError(
             f"model.residual_highpass_luma ({where('model.residual_highpass_luma')}) must be a Gaussian sigma in "
             f"pixels > 0 for the luma of the residual, and needs model.residual_highpass; got {luma}."
+        )
+    flat = args.get("residual_highpass_flat")
+    if flat is not None and (highpass is None or len(flat) != 2 or not flat[0] > highpass or not flat[1] > 0):
+        raise ConfigError(
+            f"model.residual_highpass_flat ({where('model.residual_highpass_flat')}) must be [wide sigma, gradient "
+            f"energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 (levels squared, "
+            f"0-255), and needs model.residual_highpass; got {flat}."
         )
     return cfg
 

@@ -54,7 +54,12 @@ _ROOT = Path(__file__).resolve().parents[1]  # the repository: its configs/ fold
 TORCHSCRIPT_WEIGHTS_ENTRY = "nafrestore.safetensors"
 #: The model arguments of a network's residual filter: no parameters, so weights trained with one setting load
 #: into another (``pair_spec(refilter=True)``).
-RESIDUAL_FILTER_ARGS = ("residual_highpass", "residual_highpass_gate", "residual_highpass_luma")
+RESIDUAL_FILTER_ARGS = (
+    "residual_highpass",
+    "residual_highpass_gate",
+    "residual_highpass_luma",
+    "residual_highpass_flat",
+)
 # What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
 # loading the file without weights_only would run code; other unpickling errors are just unreadable files.
 # (older torch versions said "Unsupported class").

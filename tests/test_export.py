@@ -62,13 +62,14 @@ SIZES = [(36, 44), (61, 23)]  # 61 x 23: not a multiple of 2**levels = 4
 # and LKA 53 (5 x 5, then 17 x 17 with dilation 3: a 53-px window on 23- to 61-px images).
 # Then a high-passed residual (its blur kernel is wider than the 23-px side, so it relies on the padding), fixed and
 # noise-gated (the gate's median as ONNX TopK; the test's first image is half as noisy, so the two are gated apart),
-# and with luma and chroma filtered apart.
+# with luma and chroma filtered apart, and widened where the image is flat.
 LARGE_KERNEL_ARGS = [
     dict(ARGS, attention="lska", kernel_size=35),
     dict(ARGS, attention="lka", kernel_size=53),
     dict(ARGS, residual_highpass=4.0),
     dict(ARGS, residual_highpass=4.0, residual_highpass_gate=[50.0, 100.0]),
     dict(ARGS, residual_highpass=2.0, residual_highpass_luma=6.0),
+    dict(ARGS, residual_highpass=2.0, residual_highpass_flat=[4.0, 200.0]),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -305,3 +306,40 @@ def test_gaussian_high_pass_with_a_luma_sigma_filters_luma_and_chroma_apart():
     )
     with pytest.raises(ValueError, match="luma sigma must be > 0"):
         GaussianHighPass(1.0, luma_sigma=0.0)
+
+
+def test_gaussian_high_pass_widens_where_the_image_is_flat():
+    from scipy.ndimage import correlate, gaussian_filter
+
+    g = torch.Generator().manual_seed(0)
+    residual = torch.rand(2, 3, 40, 37, generator=g, dtype=torch.float64) - 0.5
+    # A smooth ramp, with 4 px stripes on the right (texture).
+    image = torch.linspace(0.2, 0.6, 37, dtype=torch.float64).expand(2, 3, 40, 37).clone()
+    image[..., 20:] += 0.2 * (torch.arange(17) % 4 < 2).double()
+    got = GaussianHighPass(1.0, flat=(3.0, 50.0)).double()(residual, image)
+
+    def blur(t: np.ndarray, sigma: float) -> np.ndarray:  # scipy's "nearest" is replicate padding
+        return gaussian_filter(t, (0, 0, sigma, sigma), mode="nearest", truncate=3.0)
+
+    luma = blur(image.mean(dim=1, keepdim=True).numpy(), 1.0)
+    sobel = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+    gx, gy = (correlate(luma, k[None, None], mode="nearest") for k in (sobel, sobel.T))
+    energy = blur(gx**2 + gy**2, 4.0) * 255**2
+    w = np.clip(1 - energy / 50.0, 0, 1)
+    r = residual.numpy()
+    expected = r - (blur(r, 1.0) + w * (blur(r, 3.0) - blur(r, 1.0)))
+    torch.testing.assert_close(got, torch.from_numpy(expected), rtol=0, atol=1e-5)
+    assert w[..., :, :8].min() > 0.75 and w[..., :, 26:].max() < 0.1  # both regimes are in the test
+    # Without the image (or on a flat one) it is the plain or the wide high-pass.
+    torch.testing.assert_close(GaussianHighPass(1.0, flat=(3.0, 50.0)).double()(residual),
+                               GaussianHighPass(1.0).double()(residual))  # fmt: skip
+    flat = torch.full_like(image, 0.5)
+    torch.testing.assert_close(
+        GaussianHighPass(1.0, flat=(3.0, 50.0)).double()(residual, flat),
+        GaussianHighPass(3.0).double()(residual),
+        rtol=0,
+        atol=1e-6,
+    )
+    for bad in ((1.0, 50.0), (3.0, 0.0), (3.0,)):
+        with pytest.raises(ValueError, match="a flat high-pass needs"):
+            GaussianHighPass(1.0, flat=bad)

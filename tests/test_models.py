@@ -245,6 +245,18 @@ def test_bad_residual_highpass_luma_is_a_config_error(tmp_path, luma, extra):
     assert model.args == {"residual_highpass": 4.0, "residual_highpass_luma": 12.0}
 
 
+@pytest.mark.parametrize(
+    "flat, extra", [("[4, 16]", ""), ("[2, 16]", "  residual_highpass: 2\n"), ("[4]", "  residual_highpass: 2\n")]
+)
+def test_bad_residual_highpass_flat_is_a_config_error(tmp_path, flat, extra):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_flat: {flat}\n")
+    with pytest.raises(ConfigError, match=r"model.residual_highpass_flat \(.*bad.yaml, line \d\) must be \[wide sigma"):
+        load_config(path)
+    model = load_config(None, ["model.residual_highpass=2", "model.residual_highpass_flat=[4, 16]"]).model
+    assert model.args == {"residual_highpass": 2.0, "residual_highpass_flat": [4.0, 16.0]}
+
+
 def test_tlc_equals_plain_model_below_its_window_and_differs_above():
     torch.manual_seed(0)
     plain = randomize_scales(create_model("nafnet", **TINY["nafnet"])).eval()

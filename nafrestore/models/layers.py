@@ -202,6 +202,21 @@ def check_gate(gate: Sequence[float]) -> tuple[float, float]:
     return float(gate[0]), float(gate[1])
 
 
+#: The Gaussian sigma (px) over which a flat high-pass averages the input's gradient energy.
+FLAT_WINDOW = 4.0
+
+
+def check_flat(flat: Sequence[float], sigma: float) -> tuple[float, float]:
+    """``flat`` as ``(wide_sigma, energy)`` after checking ``wide_sigma > sigma`` and ``energy > 0``; ValueError
+    otherwise."""
+    if len(flat) != 2 or not flat[0] > sigma or not flat[1] > 0:
+        raise ValueError(
+            f"a flat high-pass needs [wide sigma > the high-pass sigma {sigma:g}, gradient energy > 0], "
+            f"got {list(flat)}"
+        )
+    return float(flat[0]), float(flat[1])
+
+
 def gate_weights(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Per image of (B, C, H, W) in [0, 1]: how far its estimated noise level (0-255) is from ``low`` to ``high``,
     as (B,) float32 in [0, 1]."""
@@ -233,9 +248,22 @@ class GaussianHighPass(nn.Module):
     ``g = clamp((noise_level(image) * 255 - low) / (high - low), 0, 1)`` per image, giving ``x - (1 - g) * blur``:
     a photograph with mild noise (or none) gets only fine changes, one with strong noise, whose blotches are
     coarser than ``sigma``, the network's whole correction.
+
+    With ``flat = (wide_sigma, energy)`` the high-pass widens to ``wide_sigma`` where the input is flat, per pixel:
+    ``w = clamp(1 - E / energy, 0, 1)`` with ``E`` the input's local gradient energy (levels squared, 0-255 scale:
+    the luma blurred at 1 px, its Sobel gradient squared, averaged by a Gaussian of ``FLAT_WINDOW`` px), and the
+    blur becomes ``blur + w * (wide_blur - blur)``. Where there is texture (E above ``energy``) the network makes only
+    the finest changes, which leaves texture that looks like noise alone; where the image is smooth it can also
+    remove the coarser noise. Measured on PolyU (``bench/real-noise-recipes.md``, session 11).
     """
 
-    def __init__(self, sigma: float, gate: Sequence[float] | None = None, luma_sigma: float | None = None) -> None:
+    def __init__(
+        self,
+        sigma: float,
+        gate: Sequence[float] | None = None,
+        luma_sigma: float | None = None,
+        flat: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         for name, value in (("sigma", sigma), ("luma sigma", luma_sigma)):
             if value is not None and not value > 0:
@@ -244,8 +272,15 @@ class GaussianHighPass(nn.Module):
         self.split_luma = luma_sigma is not None
         self.gated = gate is not None
         self.gate_low, self.gate_high = check_gate(gate) if gate is not None else (0.0, 1.0)
+        self.flat = flat is not None
+        self.wide_sigma, self.flat_energy = check_flat(flat, self.sigma) if flat is not None else (self.sigma, 1.0)
         self.register_buffer("taps", gaussian_taps(self.sigma), persistent=False)
         self.register_buffer("luma_taps", gaussian_taps(luma_sigma or self.sigma), persistent=False)
+        self.register_buffer("wide_taps", gaussian_taps(self.wide_sigma), persistent=False)
+        self.register_buffer("smooth_taps", gaussian_taps(1.0), persistent=False)
+        self.register_buffer("window_taps", gaussian_taps(FLAT_WINDOW), persistent=False)
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+        self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)  # (2, 1, 3, 3)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: the residual; ``image``: the network's input (needed when gated), both (B, C, H, W)."""
@@ -255,10 +290,19 @@ class GaussianHighPass(nn.Module):
             low = self.blur(x32 - luma, self.taps) + self.blur(luma, self.luma_taps)
         else:
             low = self.blur(x32, self.taps)
+        if self.flat and image is not None:
+            low = low + self.flatness(image) * (self.blur(x32, self.wide_taps) - low)
         if self.gated and image is not None:
             g = gate_weights(image, self.gate_low, self.gate_high)
             low = low * (1.0 - g).view(-1, 1, 1, 1)
         return (x32 - low).to(x.dtype)
+
+    def flatness(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1]: 1 where ``image`` ((B, C, H, W) in [0, 1]) is smooth, 0 on texture and edges."""
+        luma = self.blur(image.float().mean(dim=1, keepdim=True), self.smooth_taps)
+        grad = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), self.sobel.to(luma.dtype))  # (B, 2, H, W)
+        energy = self.blur((grad * grad).sum(dim=1, keepdim=True), self.window_taps) * (255.0 * 255.0)
+        return (1.0 - energy / self.flat_energy).clamp(0.0, 1.0)
 
     def blur(self, x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
         """The separable Gaussian blur of float32 (B, C, H, W) ``x`` with 1-D ``taps``, replicate-padded."""
@@ -278,7 +322,8 @@ class GaussianHighPass(nn.Module):
 
     def extra_repr(self) -> str:
         gate = f", gate=[{self.gate_low:g}, {self.gate_high:g}]" if self.gated else ""
-        return f"sigma={self.sigma}{gate}"
+        flat = f", flat=[{self.wide_sigma:g}, {self.flat_energy:g}]" if self.flat else ""
+        return f"sigma={self.sigma}{gate}{flat}"
 
 
 class PassResidual(nn.Module):

@@ -191,15 +191,20 @@ BlockFactory = Callable[[int, int], nn.Module]  # (channels, index among the enc
 
 
 def residual_filter(
-    highpass: float | None, gate: Sequence[float] | None = None, luma: float | None = None
+    highpass: float | None,
+    gate: Sequence[float] | None = None,
+    luma: float | None = None,
+    flat: Sequence[float] | None = None,
 ) -> nn.Module:
-    """What filters the network's residual: a (noise-gated, luma-split) Gaussian high-pass, or nothing."""
-    for name, value in (("residual_highpass_gate", gate), ("residual_highpass_luma", luma)):
+    """What filters the network's residual: a (noise-gated, luma-split, flat-widened) Gaussian high-pass, or
+    nothing."""
+    for name, value in (("residual_highpass_gate", gate), ("residual_highpass_luma", luma),
+                        ("residual_highpass_flat", flat)):  # fmt: skip
         if value is not None and highpass is None:
             raise ValueError(f"{name} needs residual_highpass")
     if highpass is None:
         return PassResidual()
-    return GaussianHighPass(highpass, gate, luma)
+    return GaussianHighPass(highpass, gate, luma, flat)
 
 
 class NAFNet(nn.Module):
@@ -225,6 +230,10 @@ class NAFNet(nn.Module):
         residual_highpass_luma: with ``residual_highpass``, a separate (larger) sigma for the luma of the
             residual (its channel mean); ``residual_highpass`` then filters the chroma only, so coarse luma noise
             can go while colours of large areas stay. None: one sigma for all.
+        residual_highpass_flat: with ``residual_highpass``, ``[wide_sigma, energy]``: where the input is flat
+            (local gradient energy below ``energy``, levels squared on the 0-255 scale) the high-pass widens to
+            ``wide_sigma``, so coarser noise can go there while texture keeps only the finest changes
+            (``layers.GaussianHighPass``). None: the same sigma everywhere.
 
     Shapes: (B, in_channels, H, W) float -> same; trained on [0, 1] images.
     """
@@ -242,13 +251,16 @@ class NAFNet(nn.Module):
         residual_highpass: float | None = None,
         residual_highpass_gate: Sequence[float] | None = None,
         residual_highpass_luma: float | None = None,
+        residual_highpass_flat: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
 
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        filt = residual_filter(residual_highpass, residual_highpass_gate, residual_highpass_luma)
+        filt = residual_filter(
+            residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat
+        )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, filt)
 
     def _build(
@@ -351,7 +363,7 @@ class LKANAFNet(NAFNet):
         kernel_size: the attention's equivalent large kernel, 7, 11, 23 (the default, VAN's LKA; None means the same),
             35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
-        residual_highpass, residual_highpass_gate, residual_highpass_luma: as for NAFNet.
+        residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -376,6 +388,7 @@ class LKANAFNet(NAFNet):
         residual_highpass: float | None = None,
         residual_highpass_gate: Sequence[float] | None = None,
         residual_highpass_luma: float | None = None,
+        residual_highpass_flat: Sequence[float] | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -388,5 +401,7 @@ class LKANAFNet(NAFNet):
         def naf(channels: int, index: int) -> nn.Module:
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
-        filt = residual_filter(residual_highpass, residual_highpass_gate, residual_highpass_luma)
+        filt = residual_filter(
+            residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat
+        )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, filt)
