@@ -57,7 +57,7 @@ def test_default_changes_clean_photographs_less_than_the_first_default_and_remov
     v2 = load_model("lka-nafnet-w12-denoise-real-v2")
     assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v3"
     for name, clean in crops.items():
-        # Clean: the mild network with its 2 px high-pass leaves more of the photograph than the first default (4 px).
+        # Clean: the mild network's narrower high-pass (2 px on texture) leaves more than the first default's (4 px).
         restored = restore(default, clean)
         assert psnr(restored, clean) >= max(40.0, psnr(restore(first, clean), clean)), name
         # Mild noise: still removed.

@@ -104,7 +104,8 @@ PRETRAINED: dict[str, PretrainedModel] = {
         PretrainedModel(
             "lka-nafnet-w12-denoise-real-v3",
             "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: v2's noise-gated pair "
-            "with the mild network's residual high-passed at 2 px, so that clean photographs stay as they are",
+            "with the mild network's residual high-passed at 2 px on texture and 4 px where flat, so that clean "
+            "photographs stay as they are",
             "lka-nafnet-w12-denoise-real-v3.safetensors",
         ),
         PretrainedModel(
