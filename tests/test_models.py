@@ -224,37 +224,34 @@ def test_a_noise_gated_model_shifts_colour_only_in_the_noisy_image_of_a_batch():
     torch.testing.assert_close(out[1], noisy[0] + torch.tensor([0.1, -0.2, 0.05]).view(3, 1, 1))
 
 
-@pytest.mark.parametrize(
-    "gate, extra",
-    [("[8, 16]", ""), ("[16, 8]", "  residual_highpass: 4\n"), ("[1, 2, 3]", "  residual_highpass: 4\n")],
-)
-def test_bad_residual_highpass_gate_is_a_config_error(tmp_path, gate, extra):
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_gate: {gate}\n")
-    with pytest.raises(ConfigError, match=r"model.residual_highpass_gate \(.*bad.yaml, line \d\) must be two noise"):
-        load_config(path)
-
-
-@pytest.mark.parametrize("luma, extra", [("8", ""), ("-1", "  residual_highpass: 4\n")])
-def test_bad_residual_highpass_luma_is_a_config_error(tmp_path, luma, extra):
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_luma: {luma}\n")
-    with pytest.raises(ConfigError, match=r"model.residual_highpass_luma \(.*bad.yaml, line \d\) must be a Gaussian"):
-        load_config(path)
-    model = load_config(None, ["model.residual_highpass=4", "model.residual_highpass_luma=12"]).model
-    assert model.args == {"residual_highpass": 4.0, "residual_highpass_luma": 12.0}
+HP = "  residual_highpass: 4\n"
 
 
 @pytest.mark.parametrize(
-    "flat, extra", [("[4, 16]", ""), ("[2, 16]", "  residual_highpass: 2\n"), ("[4]", "  residual_highpass: 2\n")]
+    "key, value, extra, message",
+    [
+        ("gate", "[8, 16]", "", "must be two noise"),  # needs residual_highpass
+        ("gate", "[16, 8]", HP, "must be two noise"),
+        ("gate", "[1, 2, 3]", HP, "must be two noise"),
+        ("luma", "8", "", "must be a Gaussian"),
+        ("luma", "-1", HP, "must be a Gaussian"),
+        ("flat", "[8, 16]", "", r"must be \[wide sigma"),
+        ("flat", "[4, 16]", HP, r"must be \[wide sigma"),  # not wider than the high-pass
+        ("flat", "[8]", HP, r"must be \[wide sigma"),
+    ],
 )
-def test_bad_residual_highpass_flat_is_a_config_error(tmp_path, flat, extra):
+def test_bad_residual_filter_settings_are_config_errors(tmp_path, key, value, extra, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_flat: {flat}\n")
-    with pytest.raises(ConfigError, match=r"model.residual_highpass_flat \(.*bad.yaml, line \d\) must be \[wide sigma"):
+    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_highpass_{key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"model.residual_highpass_{key} \(.*bad.yaml, line \d\) {message}"):
         load_config(path)
-    model = load_config(None, ["model.residual_highpass=2", "model.residual_highpass_flat=[4, 16]"]).model
-    assert model.args == {"residual_highpass": 2.0, "residual_highpass_flat": [4.0, 16.0]}
+
+
+def test_residual_filter_settings_from_overrides():
+    overrides = ["model.residual_highpass=2", "model.residual_highpass_luma=12", "model.residual_highpass_flat=[4, 16]"]
+    model = load_config(None, overrides).model
+    expected = {"residual_highpass": 2.0, "residual_highpass_luma": 12.0, "residual_highpass_flat": [4.0, 16.0]}
+    assert model.args == expected
 
 
 def test_tlc_equals_plain_model_below_its_window_and_differs_above():
