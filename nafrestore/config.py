@@ -513,6 +513,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: _Where) -> Any:
 def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
     """The model section: fixed keys plus the chosen model's own keyword arguments, checked by its signature."""
     from .models import MODELS  # late import: the model registry pulls in torch
+    from .models.layers import check_flat, check_gate
 
     raw = dict(raw)
     name = raw.pop("name", ModelConfig.name)
@@ -546,7 +547,7 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
             f"or null for no high-pass; got {highpass}."
         )
     gate = args.get("residual_highpass_gate")
-    if gate is not None and (highpass is None or len(gate) != 2 or not 0 <= gate[0] < gate[1]):
+    if gate is not None and (highpass is None or _rejects(check_gate, gate)):
         raise ConfigError(
             f"model.residual_highpass_gate ({where('model.residual_highpass_gate')}) must be two noise levels "
             f"[low, high] on the 0-255 scale with 0 <= low < high, and needs model.residual_highpass; got {gate}."
@@ -558,13 +559,23 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
             f"pixels > 0 for the luma of the residual, and needs model.residual_highpass; got {luma}."
         )
     flat = args.get("residual_highpass_flat")
-    if flat is not None and (highpass is None or len(flat) != 2 or not flat[0] > highpass or not flat[1] > 0):
+    if flat is not None and (highpass is None or _rejects(check_flat, flat, highpass)):
         raise ConfigError(
             f"model.residual_highpass_flat ({where('model.residual_highpass_flat')}) must be [wide sigma, gradient "
             f"energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 (levels squared, "
             f"0-255), and needs model.residual_highpass; got {flat}."
         )
     return cfg
+
+
+def _rejects(check: typing.Callable[..., Any], *args: Any) -> bool:
+    """Whether a layer's own validity ``check`` raises ValueError on ``args`` (the config then says why, naming
+    the key and its line)."""
+    try:
+        check(*args)
+    except ValueError:
+        return True
+    return False
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:

@@ -10,7 +10,7 @@
 Each network's weights (a registry name, run directory, checkpoint or export; a ``last.pt``'s EMA weights) must
 have the architecture the config gives it; a noise-gated pair (e.g. ``default``) gives its network of that role,
 so a new mild network can be paired with the shipped strong one. With ``--refilter`` the config's residual filter
-(``residual_highpass``, its gate and luma sigma: settings without parameters) may differ from the one a network
+(``loading.RESIDUAL_FILTER_ARGS``: settings without parameters) may differ from the one a network
 was trained with (v3 above: the first default's weights with a content-adaptive high-pass). Writes a safetensors export
 (the config in its metadata, as ``nafrestore export`` writes one), atomically; ``nafrestore.load_model(OUT)``
 loads it.
