@@ -68,7 +68,9 @@ class ModelConfig:
         "its chroma only: coarse luma noise can go, colours of large areas stay; default null, one sigma) and "
         "`residual_highpass_flat` ([wide sigma, gradient energy]: where the input is flat, its local gradient "
         "energy below that many levels squared, the high-pass widens to the wide sigma, so coarser noise can go "
-        "there while texture gets only the finest changes; default null, the same sigma everywhere).",
+        "there while texture gets only the finest changes; default null, the same sigma everywhere) and "
+        "`residual_nonlocal_means` ([flat, texture] strengths in [0, 1], needs `residual_highpass_flat`: the output "
+        "moves that far towards non-local means of the input guided by the output, for mild noise; default null).",
     )
 
     def __post_init__(self) -> None:
@@ -514,6 +516,7 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
     """The model section: fixed keys plus the chosen model's own keyword arguments, checked by its signature."""
     from .models import MODELS  # late import: the model registry pulls in torch
     from .models.layers import check_flat, check_gate
+    from .models.nonlocal_means import check_strengths
 
     raw = dict(raw)
     name = raw.pop("name", ModelConfig.name)
@@ -564,6 +567,13 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
             f"model.residual_highpass_flat ({where('model.residual_highpass_flat')}) must be [wide sigma, gradient "
             f"energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 (levels squared, "
             f"0-255), and needs model.residual_highpass; got {flat}."
+        )
+    blend = args.get("residual_nonlocal_means")
+    if blend is not None and (flat is None or _rejects(check_strengths, blend)):
+        raise ConfigError(
+            f"model.residual_nonlocal_means ({where('model.residual_nonlocal_means')}) must be two strengths "
+            f"[flat, texture] in [0, 1], and needs model.residual_highpass_flat (its flatness weighs the two); "
+            f"got {blend}."
         )
     return cfg
 

@@ -59,6 +59,7 @@ RESIDUAL_FILTER_ARGS = (
     "residual_highpass_gate",
     "residual_highpass_luma",
     "residual_highpass_flat",
+    "residual_nonlocal_means",
 )
 # What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
 # loading the file without weights_only would run code; other unpickling errors are just unreadable files.

@@ -1,6 +1,6 @@
 """The default model's CPU speed against the first default's, on photographs that take each of its paths.
 
-    python scripts/bench_default_speed.py --threads 2 --rounds 7 --out bench/speed-default-v3.json
+    python scripts/bench_default_speed.py --threads 2 --rounds 7 --out bench/speed-default-v4.json
 
 The default since v2 is a noise-gated pair (``nafrestore/models/gated.py``): a photograph whose estimated noise level
 is below the gate runs the mild network (the first default's), one above it the strong network, one inside the
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--first", default="lka-nafnet-w12-denoise-real", help="the model to compare against")
     parser.add_argument("--second", default="default", help="the model timed")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "speed-default-v3.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "speed-default-v4.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

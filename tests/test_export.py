@@ -16,7 +16,7 @@ from nafrestore.cli import app
 from nafrestore.errors import CheckpointError, NafrestoreError
 from nafrestore.inference import export_model, load_model
 from nafrestore.loading import read_checkpoint
-from nafrestore.models import create_model
+from nafrestore.models import create_model, nonlocal_means
 
 runner = CliRunner()
 # LKA blocks in the encoder, NAF blocks in the middle and decoder; TLC with a small training size so that both
@@ -139,6 +139,33 @@ def test_large_kernel_onnx_and_torchscript_match_torch(tmp_path, args):
         assert torch.allclose(got_ts, want, atol=1e-4)
     stored = read_checkpoint(export_model(ckpt, tmp_path / "m.safetensors", format="safetensors"))
     assert stored["model_args"] == args
+
+
+@pytest.mark.slow  # about a minute: the ONNX export
+def test_nonlocal_means_blend_exports_branchless_and_matches_torch(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    # A 3 x 3 search: the shipped 11 x 11 offsets take minutes to export, and each offset is the same few ops.
+    monkeypatch.setattr(nonlocal_means, "SEARCH_RADIUS", 2)
+    args = dict(ARGS, residual_highpass=2.0, residual_highpass_flat=[4.0, 200.0], residual_nonlocal_means=[0.6, 0.3])
+    model = randomized(TLC, args)
+    ckpt = save_tlc_checkpoint(tmp_path / "nlm.pt", model, args)
+    session = ort.InferenceSession(str(export_model(ckpt, tmp_path / "m.onnx", format="onnx")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x
+        scripted = torch.jit.load(str(export_model(ckpt, tmp_path / "m.ts", format="torchscript")))
+    # A smooth ramp with mild noise (below the blend's fade: non-local means runs) and with strong noise (above it).
+    ramp = torch.linspace(0.2, 0.7, 44).expand(2, 3, 36, 44)
+    x = ramp + torch.tensor([1 / 255, 30 / 255]).view(2, 1, 1, 1) * torch.randn(2, 3, 36, 44)
+    with torch.inference_mode():
+        want = model(x)
+        without_blend = model.residual_filter.highpass
+        model.residual_filter = without_blend
+        assert (want[0] - model(x)[0]).abs().max() > 1e-4  # the blend changes the mild image
+        got_ts = scripted(x)
+    got_onnx = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(got_onnx - want.numpy()).max() < 1e-4
+    assert torch.allclose(got_ts, want, atol=1e-4)
 
 
 def test_export_options_and_errors(tmp_path, ckpt):

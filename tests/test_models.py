@@ -247,6 +247,27 @@ def test_bad_residual_filter_settings_are_config_errors(tmp_path, key, value, ex
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    "value, extra",
+    [
+        ("[0.6, 0.3]", HP),  # needs residual_highpass_flat
+        ("[1.2, 0.3]", HP + "  residual_highpass_flat: [8, 16]\n"),
+        ("[0.6]", HP + "  residual_highpass_flat: [8, 16]\n"),
+    ],
+)
+def test_bad_nonlocal_means_blend_settings_are_config_errors(tmp_path, value, extra):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model:\n  name: lka_nafnet\n{extra}  residual_nonlocal_means: {value}\n")
+    with pytest.raises(
+        ConfigError, match=r"model.residual_nonlocal_means \(.*bad.yaml, line \d\) must be two strengths"
+    ):
+        load_config(path)
+    path.write_text(
+        f"model:\n  name: lka_nafnet\n{HP}  residual_highpass_flat: [8, 16]\n  residual_nonlocal_means: [1, 0]\n"
+    )
+    assert load_config(path).model.args["residual_nonlocal_means"] == [1.0, 0.0]
+
+
 def test_residual_filter_settings_from_overrides():
     overrides = ["model.residual_highpass=2", "model.residual_highpass_luma=12", "model.residual_highpass_flat=[4, 16]"]
     model = load_config(None, overrides).model

@@ -52,17 +52,20 @@ MILD = [
 ]  # fmt: skip
 
 
-def test_default_changes_clean_photographs_less_than_the_first_default_and_removes_mild_and_strong_noise(crops):
-    default, first = load_model("default"), load_model("lka-nafnet-w12-denoise-real")
-    v2 = load_model("lka-nafnet-w12-denoise-real-v2")
-    assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v3"
+def test_default_leaves_clean_photographs_removes_mild_noise_better_than_v3_and_strong_noise_as_v2(crops):
+    default, v3 = load_model("default"), load_model("lka-nafnet-w12-denoise-real-v3")
+    first, v2 = load_model("lka-nafnet-w12-denoise-real"), load_model("lka-nafnet-w12-denoise-real-v2")
+    assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v4"
     for name, clean in crops.items():
-        # Clean: the mild network's narrower high-pass (2 px on texture) leaves more than the first default's (4 px).
-        restored = restore(default, clean)
-        assert psnr(restored, clean) >= max(40.0, psnr(restore(first, clean), clean)), name
-        # Mild noise: still removed.
+        # Clean: changed little (the non-local means blend is guided by the output, its h the low noise level).
+        assert psnr(restore(default, clean), clean) >= 40.0, name
+        # Mild noise: removed; on the astronaut (estimated level 5.2, below the blend's fade) better than by v3.
+        # (The chelsea crop reads 8.6: there the blend is off and v4 is v3.)
         noisy = build_degradation(MILD)(clean, np.random.default_rng(0)).astype(np.float32)
-        assert psnr(restore(default, noisy), clean) >= psnr(noisy, clean) + 1.0, name
+        ours, theirs = psnr(restore(default, noisy), clean), psnr(restore(v3, noisy), clean)
+        assert ours >= psnr(noisy, clean) + 1.0 and ours >= theirs - 0.01, (name, ours, theirs)
+        if name == "astronaut":
+            assert ours >= theirs + 0.2, (ours, theirs)
         # Strong noise: above the gate, v2's strong network alone; the first default leaves the coarse noise.
         noisy = build_degradation(STRONG)(clean, np.random.default_rng(0)).astype(np.float32)
         ours, theirs = restore(default, noisy), psnr(restore(first, noisy), clean)

@@ -34,6 +34,7 @@ from ..errors import NafrestoreError
 from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..models import NoiseGatedPair, in_channels
 from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, gate_weights, use_plain_ops
+from ..models.nonlocal_means import NonLocalMeansBlend
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
 
@@ -146,6 +147,8 @@ def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
 
     def replace(parent: nn.Module) -> None:
         for name, child in parent.named_children():
+            if isinstance(child, NonLocalMeansBlend):
+                child.branchless = True  # the exported graph must not depend on the example image's noise level
             if isinstance(child, SimplifiedChannelAttention):
                 pool = child[0]
                 assert isinstance(pool, LocalAvgPool2d)

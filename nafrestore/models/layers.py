@@ -284,18 +284,24 @@ class GaussianHighPass(nn.Module):
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: the residual; ``image``: the network's input (needed when gated), both (B, C, H, W)."""
+        return self.filter(x, image)[0]
+
+    def filter(self, x: torch.Tensor, image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The filtered residual (as ``forward``) and the input's flatness, (B, 1, H, W) in [0, 1] (None unless
+        ``flat`` and ``image`` are given), so that a filter built on this one need not compute it again."""
         x32 = x.float()
         if self.split_luma:
             luma = x32.mean(dim=1, keepdim=True)
             low = self.blur(x32 - luma, self.taps) + self.blur(luma, self.luma_taps)
         else:
             low = self.blur(x32, self.taps)
-        if self.flat and image is not None:
-            low = low + self.flatness(image) * (self.blur(x32, self.wide_taps) - low)
+        flatness = self.flatness(image) if self.flat and image is not None else None
+        if flatness is not None:
+            low = low + flatness * (self.blur(x32, self.wide_taps) - low)
         if self.gated and image is not None:
             g = gate_weights(image, self.gate_low, self.gate_high)
             low = low * (1.0 - g).view(-1, 1, 1, 1)
-        return (x32 - low).to(x.dtype)
+        return (x32 - low).to(x.dtype), flatness
 
     def flatness(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) in [0, 1]: 1 where ``image`` ((B, C, H, W) in [0, 1]) is smooth, 0 on texture and edges."""
@@ -312,12 +318,13 @@ class GaussianHighPass(nn.Module):
         h, w = x.shape[2], x.shape[3]
         r = taps.shape[0] // 2
         padded = F.pad(x, (r, r, r, r), mode="replicate")
+        # Accumulated in place (addcmul_: one pass per tap, not three; autograd needs only the inputs).
         rows = taps[0] * padded[:, :, :, 0:w]
         for i in range(1, taps.shape[0]):  # a plain loop: TorchScript scripts it
-            rows = rows + taps[i] * padded[:, :, :, i : i + w]
+            rows.addcmul_(padded[:, :, :, i : i + w], taps[i])
         low = taps[0] * rows[:, :, 0:h, :]
         for i in range(1, taps.shape[0]):
-            low = low + taps[i] * rows[:, :, i : i + h, :]
+            low.addcmul_(rows[:, :, i : i + h, :], taps[i])
         return low
 
     def extra_repr(self) -> str:

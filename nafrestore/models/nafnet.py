@@ -34,6 +34,7 @@ from .layers import (
     large_kernel,
 )
 from .layers import SimplifiedChannelAttention as SCA
+from .nonlocal_means import NonLocalMeansBlend
 
 # ------------------------------------------------------------------------------------------------------------
 # Blocks
@@ -195,16 +196,18 @@ def residual_filter(
     gate: Sequence[float] | None = None,
     luma: float | None = None,
     flat: Sequence[float] | None = None,
+    nonlocal_means: Sequence[float] | None = None,
 ) -> nn.Module:
-    """What filters the network's residual: a (noise-gated, luma-split, flat-widened) Gaussian high-pass, or
-    nothing."""
+    """What filters the network's residual: a (noise-gated, luma-split, flat-widened) Gaussian high-pass, optionally
+    blended with guided non-local means, or nothing."""
     for name, value in (("residual_highpass_gate", gate), ("residual_highpass_luma", luma),
-                        ("residual_highpass_flat", flat)):  # fmt: skip
+                        ("residual_highpass_flat", flat), ("residual_nonlocal_means", nonlocal_means)):  # fmt: skip
         if value is not None and highpass is None:
             raise ValueError(f"{name} needs residual_highpass")
     if highpass is None:
         return PassResidual()
-    return GaussianHighPass(highpass, gate, luma, flat)
+    highpass_filter = GaussianHighPass(highpass, gate, luma, flat)
+    return highpass_filter if nonlocal_means is None else NonLocalMeansBlend(highpass_filter, nonlocal_means)
 
 
 class NAFNet(nn.Module):
@@ -234,6 +237,10 @@ class NAFNet(nn.Module):
             (local gradient energy below ``energy``, levels squared on the 0-255 scale) the high-pass widens to
             ``wide_sigma``, so coarser noise can go there while texture keeps only the finest changes
             (``layers.GaussianHighPass``). None: the same sigma everywhere.
+        residual_nonlocal_means: with ``residual_highpass_flat``, ``[flat, texture]`` strengths in [0, 1]: the
+            output is moved that far towards non-local means of the input guided by the output (``flat`` where the
+            input is smooth, ``texture`` on texture; only for mild noise, ``nonlocal_means.NonLocalMeansBlend``).
+            None: off.
 
     Shapes: (B, in_channels, H, W) float -> same; trained on [0, 1] images.
     """
@@ -252,6 +259,7 @@ class NAFNet(nn.Module):
         residual_highpass_gate: Sequence[float] | None = None,
         residual_highpass_luma: float | None = None,
         residual_highpass_flat: Sequence[float] | None = None,
+        residual_nonlocal_means: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
 
@@ -259,7 +267,11 @@ class NAFNet(nn.Module):
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
         filt = residual_filter(
-            residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat
+            residual_highpass,
+            residual_highpass_gate,
+            residual_highpass_luma,
+            residual_highpass_flat,
+            residual_nonlocal_means,
         )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, filt)
 
@@ -363,7 +375,8 @@ class LKANAFNet(NAFNet):
         kernel_size: the attention's equivalent large kernel, 7, 11, 23 (the default, VAN's LKA; None means the same),
             35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
-        residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat: as for NAFNet.
+        residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat,
+            residual_nonlocal_means: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -389,6 +402,7 @@ class LKANAFNet(NAFNet):
         residual_highpass_gate: Sequence[float] | None = None,
         residual_highpass_luma: float | None = None,
         residual_highpass_flat: Sequence[float] | None = None,
+        residual_nonlocal_means: Sequence[float] | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -402,6 +416,10 @@ class LKANAFNet(NAFNet):
             return NAFBlock(channels, dw_expand, ffn_expand, dropout)
 
         filt = residual_filter(
-            residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat
+            residual_highpass,
+            residual_highpass_gate,
+            residual_highpass_luma,
+            residual_highpass_flat,
+            residual_nonlocal_means,
         )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, filt)

@@ -102,6 +102,12 @@ PRETRAINED: dict[str, PretrainedModel] = {
     m.name: m
     for m in (
         PretrainedModel(
+            "lka-nafnet-w12-denoise-real-v4",
+            "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: v3's noise-gated pair "
+            "with the mild network's output blended with non-local means guided by it, for mild noise",
+            "lka-nafnet-w12-denoise-real-v4.safetensors",
+        ),
+        PretrainedModel(
             "lka-nafnet-w12-denoise-real-v3",
             "blind denoising of real camera photographs (sRGB, JPEG), mild to strong noise: v2's noise-gated pair "
             "with the mild network's residual high-passed at 2 px on texture and 4 px where flat, so that clean "
@@ -159,7 +165,7 @@ PRETRAINED: dict[str, PretrainedModel] = {
     )
 }
 #: Other names for registry entries.
-ALIASES = {"default": "lka-nafnet-w12-denoise-real-v3"}
+ALIASES = {"default": "lka-nafnet-w12-denoise-real-v4"}
 DEFAULT = "default"
 
 
