@@ -549,33 +549,36 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
             f"model.residual_highpass ({where('model.residual_highpass')}) must be a Gaussian sigma in pixels > 0, "
             f"or null for no high-pass; got {highpass}."
         )
-    gate = args.get("residual_highpass_gate")
-    if gate is not None and (highpass is None or _rejects(check_gate, gate)):
-        raise ConfigError(
-            f"model.residual_highpass_gate ({where('model.residual_highpass_gate')}) must be two noise levels "
-            f"[low, high] on the 0-255 scale with 0 <= low < high, and needs model.residual_highpass; got {gate}."
-        )
-    luma = args.get("residual_highpass_luma")
-    if luma is not None and (highpass is None or not luma > 0):
-        raise ConfigError(
-            f"model.residual_highpass_luma ({where('model.residual_highpass_luma')}) must be a Gaussian sigma in "
-            f"pixels > 0 for the luma of the residual, and needs model.residual_highpass; got {luma}."
-        )
-    flat = args.get("residual_highpass_flat")
-    if flat is not None and (highpass is None or _rejects(check_flat, flat, highpass)):
-        raise ConfigError(
-            f"model.residual_highpass_flat ({where('model.residual_highpass_flat')}) must be [wide sigma, gradient "
-            f"energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 (levels squared, "
-            f"0-255), and needs model.residual_highpass; got {flat}."
-        )
-    blend = args.get("residual_nonlocal_means")
-    if blend is not None and (flat is None or _rejects(check_strengths, blend)):
-        raise ConfigError(
-            f"model.residual_nonlocal_means ({where('model.residual_nonlocal_means')}) must be two strengths "
-            f"[flat, texture] in [0, 1], and needs model.residual_highpass_flat (its flatness weighs the two); "
-            f"got {blend}."
-        )
+    _check_dependent(
+        args, "residual_highpass_gate", "residual_highpass", lambda gate: _rejects(check_gate, gate),
+        "two noise levels [low, high] on the 0-255 scale with 0 <= low < high, and needs model.residual_highpass",
+        where,
+    )  # fmt: skip
+    _check_dependent(
+        args, "residual_highpass_luma", "residual_highpass", lambda luma: not luma > 0,
+        "a Gaussian sigma in pixels > 0 for the luma of the residual, and needs model.residual_highpass", where,
+    )  # fmt: skip
+    _check_dependent(
+        args, "residual_highpass_flat", "residual_highpass", lambda flat: _rejects(check_flat, flat, highpass),
+        "[wide sigma, gradient energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 "
+        "(levels squared, 0-255), and needs model.residual_highpass", where,
+    )  # fmt: skip
+    _check_dependent(
+        args, "residual_nonlocal_means", "residual_highpass_flat", lambda blend: _rejects(check_strengths, blend),
+        "two strengths [flat, texture] in [0, 1], and needs model.residual_highpass_flat (its flatness weighs the "
+        "two)", where,
+    )  # fmt: skip
     return cfg
+
+
+def _check_dependent(
+    args: dict[str, Any], key: str, needs: str, invalid: typing.Callable[[Any], bool], must_be: str, where: _Where
+) -> None:
+    """Refuse ``model.<key>`` when it is set but ``model.<needs>`` is not, or when ``invalid(value)``: one
+    ConfigError naming the key and its line, saying what it ``must_be``."""
+    value = args.get(key)
+    if value is not None and (args.get(needs) is None or invalid(value)):
+        raise ConfigError(f"model.{key} ({where(f'model.{key}')}) must be {must_be}; got {value}.")
 
 
 def _rejects(check: typing.Callable[..., Any], *args: Any) -> bool:
