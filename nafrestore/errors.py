@@ -66,3 +66,9 @@ class OutputExistsError(OutputError, FileExistsError):
 class ImageWriteError(OutputError, DataError):
     """An image file cannot be written: an :class:`OutputError` that is also the :class:`DataError` that
     :func:`nafrestore.data.io.save_image` documents for unwritable files."""
+
+
+class ImageArrayError(DataError, ValueError):
+    """An image array given to the Python API (:func:`nafrestore.restore`) has an unsupported dtype or shape, no
+    pixels, or values it would silently change: NaN or infinite samples, floats outside [0, 1]. Also a
+    :class:`ValueError`, what the API raised for bad arrays before."""

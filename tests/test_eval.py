@@ -256,3 +256,18 @@ def test_small_images_for_ms_ssim_name_the_command_line_option(folders):
     result = runner.invoke(app, ["eval", "--pred", str(folders["pred"]), "--gt", str(folders["gt"]), "--quiet",
                                  "--metrics", "ms-ssim"])  # fmt: skip
     assert result.exit_code == 2 and "--allow-fewer-scales" in result.output, result.output
+
+
+def test_a_missing_pred_folder_or_a_file_as_gt_is_named_without_mentioning_a_config(folders, tmp_path):
+    """Issue 33, item 13: both said "Check the data paths in the config", though no config is involved and the
+    file given as --gt exists."""
+    missing = tmp_path / "missing"
+    result = runner.invoke(app, ["eval", "--pred", str(missing), "--gt", str(folders["gt"]), "--quiet"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"The restored (--pred) folder {missing} does not exist." in text, text
+    assert "config" not in text
+    a_file = folders["gt"] / "a.png"
+    result = runner.invoke(app, ["eval", "--pred", str(folders["pred"]), "--gt", str(a_file), "--quiet"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"The ground-truth (--gt) folder {a_file} is a file, not a folder." in text, text
+    assert "config" not in text and "does not exist" not in text and "Traceback" not in text

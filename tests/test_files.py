@@ -108,6 +108,42 @@ def test_remove_stale_temporaries_removes_only_leftovers_of_that_target(tmp_path
         remove_stale_temporaries(ckpts, "sub/last.pt")
 
 
+@pytest.mark.skipif(files.fcntl is None, reason="claims need POSIX locks")
+def test_a_claim_excludes_other_claims_until_released_or_its_process_dies(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "out" / "a.png"
+    first, second = files.OutputClaim(target), files.OutputClaim(target)
+    assert first.acquire() and first.lock.is_file()
+    assert not second.acquire()  # held (also within one process: each claim opens the lock file itself)
+    first.release()
+    assert not first.lock.exists()
+    assert second.acquire()
+    second.release()
+    # A holder killed with SIGKILL releases the lock with its process; its lock file and temporary file stay
+    # behind until the next claim of that target, which removes both.
+    code = (
+        "import sys, time; from nafrestore.utils.files import OutputClaim; c = OutputClaim(sys.argv[1]); "
+        "assert c.acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not first.acquire()
+        leftover = target.with_name(".a.png.1a2b3c4d.tmp")
+        leftover.write_bytes(b"half an image")
+        assert files.targets_with_leftovers(target.parent) == {"a.png"}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert first.lock.exists() and leftover.exists()
+    assert first.acquire() and not leftover.exists()
+    first.release()
+    assert names(target.parent) == [] and files.targets_with_leftovers(target.parent) == set()
+    assert files.targets_with_leftovers(tmp_path / "missing") == set()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 2. Failed writes: one message, old file intact, no temporary left
 

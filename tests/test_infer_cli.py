@@ -331,3 +331,161 @@ def test_infer_says_which_precision_auto_chose(tmp_path, ckpt, monkeypatch):
     assert "precision bf16 (auto: bf16 x1.90 the speed of fp32 at 57.0 dB" in result.output
     forced = infer(str(folder), "-o", str(tmp_path / "o3"), "--ckpt", str(ckpt), "--precision", "fp32")
     assert forced.exit_code == 0 and "auto" not in forced.output
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Outputs stay in -o; the tiling threshold is a number; leftovers of killed runs go; concurrent runs share the work
+
+
+@pytest.mark.parametrize("option", [("--suffix", "/../../other/q"), ("--suffix", "_a/b"), ("--ext", "/../x.png")])
+def test_a_suffix_or_ext_with_a_folder_is_refused_and_nothing_outside_o_changes(tmp_path, ckpt, option):
+    """Issue 33, item 1: `--suffix "/../../other/q"` replaced an unrelated T/other/q.png and reported success."""
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), rng_image((20, 24, 3)))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "q.png").write_bytes(b"an unrelated file")
+    result = infer(str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--overwrite", *option)
+    assert result.exit_code == 2, result.output
+    assert f"{option[0]} {option[1]!r} holds a path separator" in " ".join(result.output.split())
+    assert (tmp_path / "other" / "q.png").read_bytes() == b"an unrelated file"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")) == ["in/a.png", "other/q.png"]
+
+
+def test_an_output_that_resolves_outside_o_through_a_link_fails_and_the_rest_is_restored(tmp_path, ckpt):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), rng_image((20, 24, 3)))
+    cv2.imwrite(str(tmp_path / "in" / "sub" / "q.png"), rng_image((20, 24, 3), seed=1))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "q.png").write_bytes(b"an unrelated file")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "sub").symlink_to(tmp_path / "other")  # o/sub/q.png would be other/q.png
+    result = infer(str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--overwrite")
+    assert result.exit_code == 1, result.output
+    assert "restored 1, skipped 0 (output exists), failed 1" in result.output
+    assert "outside the output folder" in result.output and "q.png" in result.output
+    assert (tmp_path / "other" / "q.png").read_bytes() == b"an unrelated file"
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["q.png"]  # no temporary or claim file either
+    assert (tmp_path / "o" / "a.png").is_file()
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0"])
+def test_a_max_megapixels_that_is_not_a_positive_number_is_refused(tmp_path, ckpt, value):
+    """Issue 33, item 10: NaN turned automatic tiling off (a 4000x3000 photograph then ran out of memory)."""
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), rng_image((20, 24, 3)))
+    result = infer(str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--max-megapixels", value)
+    assert result.exit_code == 2, result.output
+    assert "--max-megapixels must be a positive number of megapixels (e.g. 4; inf: never tile)" in result.output
+    assert result.output.count("error:") == 1 and not (tmp_path / "o").exists()
+    fine = infer(str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--ckpt", str(ckpt), "--max-megapixels", "inf")
+    assert fine.exit_code == 0 and "restored 1" in fine.output, fine.output
+
+
+def test_a_rerun_removes_what_killed_runs_left_but_not_a_live_runs_files(tmp_path, ckpt):
+    """Issue 33, item 14: hidden `.NAME.XXXXXXXX.tmp` files of killed runs stayed forever. A later run removes the
+    temporary and claim files of its outputs (restored or skipped alike), but not those of an output another live
+    run is writing (it holds the claim), nor files that are not leftovers of its outputs."""
+    from nafrestore.utils.files import OutputClaim
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.png"), rng_image((20, 24, 3)))
+    out.mkdir()
+    (out / "b.png").write_bytes(b"restored earlier")  # skipped by the rerun; its leftovers go too
+    stale = [out / ".a.png.1a2b3c4d.tmp", out / ".b.png.0f0f0f0f.tmp", out / ".a.png.lock"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1000)
+    other = [out / ".notes.txt.1a2b3c4d.tmp", out / "x.png.lock"]  # not leftovers of this run's outputs
+    for path in other:
+        path.write_bytes(b"keep")
+    live = OutputClaim(out / "c.png")  # another run is writing c.png now
+    assert live.acquire()
+    live_tmp = out / ".c.png.12345678.tmp"
+    live_tmp.write_bytes(b"being written")
+    try:
+        result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+        assert result.exit_code == 0, result.output
+        assert "restored 1, skipped 2 (output exists), failed 0" in result.output  # c: the other run's
+        assert live_tmp.read_bytes() == b"being written" and live.lock.exists()
+    finally:
+        live.release()
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_bytes() == b"keep" for path in other)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [
+        ".c.png.12345678.tmp",
+        ".notes.txt.1a2b3c4d.tmp",
+    ]
+    assert (out / "b.png").read_bytes() == b"restored earlier" and (out / "a.png").is_file()
+    again = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))  # the other run died: its file goes now
+    assert "restored 1, skipped 2" in again.output and not live_tmp.exists(), again.output
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_two_runs_into_one_folder_at_once_restore_each_image_once(tmp_path, model, overwrite):
+    """Issue 33, item 14: two concurrent `infer` runs on one folder both computed every image."""
+    import threading
+    import time
+
+    from nafrestore.inference.batch import restore_files
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng_image((16, 16, 3), seed=i))
+    if overwrite:
+        out.mkdir()
+        for i in range(6):
+            (out / f"im{i}.png").write_bytes(b"an old output")
+    calls, lock = [], threading.Lock()
+
+    class Slow(torch.nn.Module):  # the tiny network, slow enough for the two runs to overlap
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            with lock:
+                calls.append(threading.current_thread().name)
+            time.sleep(0.15)
+            return self.net(x)
+
+    slow = Slow().eval()
+    reports = {}
+
+    def run(name: str) -> None:
+        reports[name] = restore_files(slow, folder, out, overwrite=overwrite, precision="fp32", progress=False)
+
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 6  # each image once (before: 12, each run computed every image)
+    assert sum(len(r.restored) for r in reports.values()) == 6 and all(r.ok for r in reports.values())
+    assert sum(len(r.skipped) for r in reports.values()) == 6
+    assert all(cv2.imread(str(out / f"im{i}.png")) is not None for i in range(6))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_an_animated_png_whose_animation_chunk_follows_a_large_text_chunk_is_refused(tmp_path, ckpt):
+    """Issue 33, item 13: the frame count was looked for in the first 64 kB only, so an APNG with a large text
+    chunk first was restored as its first frame."""
+    import struct
+    import zlib
+
+    root = tmp_path / "in"
+    root.mkdir()
+    frames = [Image.fromarray(rng_image((8, 8, 3), np.uint8, seed)) for seed in range(3)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
+    data = (tmp_path / "anim.png").read_bytes()
+    text = b"Comment\0" + b"x" * 100_000
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC
+    (root / "anim.png").write_bytes(data[:ihdr_end] + chunk + data[ihdr_end:])
+    assert (root / "anim.png").read_bytes().index(b"acTL") > 100_000
+    with Image.open(root / "anim.png") as check:
+        assert check.n_frames == 3  # still a valid APNG
+    result = infer(str(root), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt))
+    assert result.exit_code == 1, result.output
+    assert "anim.png holds 3 frames" in result.output and not (tmp_path / "out" / "anim.png").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nafrestore.errors import CheckpointError, NafrestoreError
+from nafrestore.errors import CheckpointError, ConfigError, ImageArrayError, NafrestoreError
 from nafrestore.inference import fold_for_inference, load_model, restore, restore_tiled
 from nafrestore.inference.api import run_model
 from nafrestore.inference.fold import FoldedLayerNorm2d, prefer_channels_last
@@ -343,3 +344,38 @@ def test_import_nafrestore_is_lazy():
     code = "import sys, nafrestore; assert 'torch' not in sys.modules; assert callable(nafrestore.restore)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("tile", [None, 32])
+def test_restore_refuses_non_finite_and_out_of_range_floats_and_empty_images(tile):
+    """Issue 33: one NaN pixel blanked the whole image (a whole tile with `tile`), a float image in 0..255 came
+    back 99.4 % white, and 0x0 / 0x10 arrays ended in torch's "Kernel size can't be greater than actual input
+    size"; each is now refused, saying why, and what is accepted is restored as before."""
+    model = fold_for_inference(randomized("nafnet"))
+    run = functools.partial(restore, model, tile=tile, overlap=8)
+    image = np.random.default_rng(0).random((40, 40, 3), dtype=np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        spoilt = image.copy()
+        spoilt[5, 7, 1] = bad
+        with pytest.raises(ImageArrayError, match=r"holds 1 NaN or infinite sample\(s\)"):
+            run(spoilt)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]; this one spans \[0, 255\]"):
+        run(np.round(image * 255).astype(np.float32))  # a ValueError, as the API said before
+    with pytest.raises(ImageArrayError, match=r"spans \[-0.49"):
+        run(image - np.float32(0.5))
+    for shape in ((0, 0, 3), (0, 10), (10, 0, 4)):
+        with pytest.raises(ImageArrayError, match=rf"at least 1x1 pixels, got shape \({shape[0]}, {shape[1]}"):
+            run(np.zeros(shape, np.float32))
+    # NaN alpha is passed through untouched (it is not restored); the colour is checked only.
+    rgba = np.concatenate([image, np.full((40, 40, 1), np.nan, np.float32)], axis=2)
+    out = run(rgba)
+    assert np.isnan(out[..., 3]).all() and np.isfinite(out[..., :3]).all()
+    assert np.abs(out[..., :3] - image).max() > 0.01  # restored, not refused
+    assert run(np.zeros((1, 1, 3), np.uint8)).shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, 0.0])
+def test_restore_refuses_a_tiling_threshold_that_is_not_a_positive_number(value):
+    model = fold_for_inference(randomized("nafnet"))
+    with pytest.raises(ConfigError, match="max_megapixels must be a positive number"):
+        restore(model, np.zeros((8, 8, 3), np.uint8), max_megapixels=value)

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from nafrestore.cli import app
 from nafrestore.data import io as io_module
 from nafrestore.data.io import decode_png, load_image, read_image_size
-from nafrestore.errors import ConfigError, ImageTooLargeError
+from nafrestore.errors import ConfigError, DataError, ImageTooLargeError
 from nafrestore.utils.limits import (
     DEFAULT_MAX_IMAGE_MEGAPIXELS,
     ENV_MAX_IMAGE_MEGAPIXELS,
@@ -249,3 +249,56 @@ def test_infer_refuses_the_bomb_within_a_memory_bound_and_restores_the_next_file
     assert code == 0, (tmp_path / "log2").read_text()
     # Refusing the bomb costs no memory to speak of (decoding it would take 1.2 GB at least).
     assert peak < baseline + 100, (peak, baseline)
+
+
+def _other_formats(folder: Path) -> list[Path]:
+    """Files OpenCV decodes but nafrestore does not read, each under an image suffix: a Radiance HDR, a PAM, and a
+    PAM whose header declares 30000 x 30000 (OpenCV tried to allocate 10.8 GB for it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    assert cv2.imwrite(str(folder / "hdr.hdr"), rng.random((64, 64, 3), dtype=np.float32))
+    assert cv2.imwrite(str(folder / "pam.pam"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (folder / "hdr.hdr").rename(folder / "hdr.png")
+    (folder / "pam.pam").rename(folder / "pam.tif")
+    huge = b"P7\nWIDTH 30000\nHEIGHT 30000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n" + bytes(1000)
+    (folder / "huge.jpg").write_bytes(huge)
+    return [folder / "hdr.png", folder / "pam.tif", folder / "huge.jpg"]
+
+
+def test_formats_nafrestore_does_not_read_are_refused_unread_whatever_their_suffix(tmp_path, no_decoding):
+    """Issue 33, item 6: HDR or PAM named .png were decoded in full, past the pixel limit."""
+    for path in _other_formats(tmp_path):
+        for read in (load_image, read_image_size):
+            with pytest.raises(DataError, match="does not hold a PNG, JPEG, TIFF, WebP or BMP image") as info:
+                read(path)
+            assert str(path) in str(info.value) and "was not decoded" in str(info.value)
+    with pytest.raises(DataError, match="is not a readable PNG image"):
+        decode_png((tmp_path / "hdr.png").read_bytes(), "shard 0, sample 3")
+
+
+def test_infer_refuses_other_formats_past_the_limit_and_restores_the_rest(tmp_path, ckpt):
+    """Through the command line, as the issue's trial ran it: a 2000x2000 PAM was restored despite
+    `--max-image-megapixels 1`."""
+    folder = tmp_path / "in"
+    bad = _other_formats(folder)
+    assert cv2.imwrite(str(folder / "big.pam"), np.zeros((1100, 1000, 3), np.uint8))
+    (folder / "big.pam").rename(folder / "big.png")
+    _png(folder / "good.png", 20, 24)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["infer", str(folder), "-o", str(out), "--ckpt", str(ckpt), "--quiet",
+                                 "--max-image-megapixels", "1"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "restored 1, skipped 0 (output exists), failed 4" in result.output
+    for path in [*bad, folder / "big.png"]:
+        assert f"FAILED {path}: Image file {path} does not hold a PNG, JPEG, TIFF, WebP or BMP image" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
+def test_the_limit_holds_for_a_supported_file_whose_header_cannot_be_read(tmp_path, monkeypatch):
+    """Where neither PIL nor the PNG reader parses a header (a variant of a supported format), the limit is still
+    applied, to the decoded size (then within OpenCV's own limit only)."""
+    path = _png(tmp_path / "a.png", 30, 40)
+    monkeypatch.setattr(io_module, "_header", lambda *args, **kwargs: None)
+    with image_limit(0.001), pytest.raises(ImageTooLargeError, match="is 40x30 pixels"):
+        load_image(path)
+    assert load_image(path).rgb.shape == (30, 40, 3)

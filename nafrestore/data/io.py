@@ -1,7 +1,8 @@
 """Image files in and out, with OpenCV doing the codecs.
 
 Reading gives float32 RGB in [0, 1] whatever the file holds (8- or 16-bit; grayscale, gray+alpha, RGB or RGBA;
-PNG, TIFF, JPEG, WebP, BMP), with the alpha channel kept aside untouched and the EXIF orientation applied. Files
+PNG, TIFF, JPEG, WebP, BMP, told by their content; other formats OpenCV knows, such as Radiance HDR or PAM, are refused
+unread whatever their extension), with the alpha channel kept aside untouched and the EXIF orientation applied. Files
 with several frames (animated PNG/WebP, multi-page TIFF) are refused rather than read as their first frame, and so
 are images with more pixels than :mod:`nafrestore.utils.limits` allows (decompression bombs): their size is read
 from the header, and nothing is decoded. Writing is
@@ -95,8 +96,7 @@ def _decode(path: Path) -> np.ndarray:
         ImageTooLargeError: the header declares more pixels than the limit (nothing is decoded then).
         DataError: the file is missing, unreadable, not a supported image, or holds several frames.
     """
-    if not path.is_file():
-        raise DataError(f"Image file {path} does not exist (or is not a file). Check the path and the data config.")
+    _check_file(path)
     header = _header(path)
     if header is not None:
         check_image_pixels(path, header.height, header.width)
@@ -121,6 +121,8 @@ def _decode(path: Path) -> np.ndarray:
             f"Image file {path} cannot be decoded: it is empty, truncated, corrupt or not an image in a supported "
             f"format ({', '.join(IMAGE_EXTENSIONS)}). Re-export or remove it."
         )
+    if header is None:  # no header could be read: the limit still holds, if only after decoding (within OpenCV's)
+        check_image_pixels(path, array.shape[0], array.shape[1])
     if array.dtype not in (np.uint8, np.uint16):
         raise DataError(
             f"Image file {path} holds {array.dtype} samples; only 8- and 16-bit integer images are supported. "
@@ -136,6 +138,46 @@ def _decode(path: Path) -> np.ndarray:
         # IMREAD_UNCHANGED ignores the EXIF orientation (IMREAD_COLOR would apply it but drops alpha and 16 bits).
         array = _apply_orientation(array, header.orientation if header is not None else 1)
     return array
+
+
+def _content_format(head: bytes) -> str | None:
+    """The supported format a file's first bytes say it holds (whatever its extension), None for any other."""
+    if head.startswith(_PNG_SIGNATURE):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] in _TIFF_MAGIC:
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def _check_file(path: Path) -> None:
+    """Raises DataError for a missing file, or one whose content is not PNG, JPEG, TIFF, WebP or BMP, before
+    anything decodes it.
+
+    OpenCV decodes by content, not by extension, and also reads formats whose size neither PIL nor this module
+    parses (Radiance HDR, PAM/PPM, OpenEXR, JPEG 2000, ...): under an image suffix they were decoded in full,
+    past the pixel limit (a 4 MB HDR named ``.png`` decoded to 2.4 GB). Those formats are not supported, so they
+    are refused unread.
+    """
+    if not path.is_file():
+        raise DataError(f"Image file {path} does not exist (or is not a file). Check the path and the data config.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise DataError(f"Image file {path} cannot be read ({exc}). Check its permissions.") from exc
+    if _content_format(head) is not None:
+        return
+    what = "is empty" if not head else f"does not hold a PNG, JPEG, TIFF, WebP or BMP image (it begins {head[:8]!r})"
+    raise DataError(
+        f"Image file {path} {what}, whatever its extension: it is corrupt, or in a format nafrestore does not read "
+        f"(e.g. Radiance HDR, PAM, OpenEXR), and was not decoded. Convert it to PNG or TIFF, or remove it."
+    )
 
 
 @dataclass(frozen=True)
@@ -294,14 +336,17 @@ def _frame_count(path: Path, buffer: np.ndarray) -> int:
 
 
 def _apng_frames(buffer: np.ndarray) -> int:
-    """The frame count of an animated PNG's ``acTL`` chunk (it must come before the image data); 1 without one."""
-    data = buffer[:65536].tobytes()  # the chunks before the image data are small
-    offset = 8
-    while offset + 8 <= len(data):
-        length = int.from_bytes(data[offset : offset + 4], "big")
-        kind = data[offset + 4 : offset + 8]
-        if kind == b"acTL" and offset + 12 <= len(data):
-            return max(int.from_bytes(data[offset + 8 : offset + 12], "big"), 1)
+    """The frame count of an animated PNG's ``acTL`` chunk (it must come before the image data); 1 without one.
+
+    The chunks are walked over the whole file, not a first block of it: a large text or ICC chunk may come before
+    ``acTL`` (an APNG with a 100 kB text chunk first was read as its first frame when only 64 kB were looked at).
+    """
+    offset, size = 8, buffer.size
+    while offset + 8 <= size:
+        length = int.from_bytes(buffer[offset : offset + 4].tobytes(), "big")
+        kind = buffer[offset + 4 : offset + 8].tobytes()
+        if kind == b"acTL" and offset + 12 <= size:
+            return max(int.from_bytes(buffer[offset + 8 : offset + 12].tobytes(), "big"), 1)
         if kind in (b"IDAT", b"IEND"):
             break
         offset += 12 + length
@@ -371,13 +416,15 @@ def decode_png(data: bytes, source: str) -> np.ndarray:
         ImageTooLargeError: the PNG header declares more pixels than the limit (nothing is decoded then).
         DataError: the bytes are not a PNG image; the message names ``source`` (where the bytes came from).
     """
+    if not data.startswith(_PNG_SIGNATURE):  # checked first: OpenCV would decode any format it knows, unbounded
+        raise DataError(f"{source} is not a readable PNG image (empty, truncated, corrupt or another format).")
     header = _header(io.BytesIO(data), ".png")
     if header is not None:
         check_image_pixels(source, header.height, header.width)
     buffer = np.frombuffer(data, dtype=np.uint8)
     with _quiet_stderr():
         array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
-    if array is None or buffer[:8].tobytes() != _PNG_SIGNATURE:
+    if array is None:
         raise DataError(f"{source} is not a readable PNG image (empty, truncated or corrupt).")
     rgb, _, _ = _split(array)
     return rgb
@@ -423,6 +470,7 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
         DataError: the file is missing or cannot be read (when PIL cannot parse its header).
     """
     path = Path(path)
+    _check_file(path)
     header = _header(path)
     if header is None:  # PIL does not know the format variant, or the file is broken: let the decoder decide
         array = _decode(path)

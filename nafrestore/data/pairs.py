@@ -39,8 +39,13 @@ def folder_images(folder: str | Path, key: str) -> tuple[list[Path], list[str]]:
 
 def _index_by_stem(folder: Path, role: str) -> dict[str, Path]:
     """{relative path without extension: file} for the images under ``folder``; duplicates are an error."""
-    if not folder.is_dir():
-        raise DataError(f"The {role} folder {folder} does not exist. Check the data paths in the config.")
+    if folder.is_file():  # e.g. eval --gt a.png: a folder is wanted, and the file does exist
+        raise DataError(
+            f"The {role} folder {folder} is a file, not a folder. Give the folder that holds the images; pairs are "
+            f"matched by relative path and name."
+        )
+    if not folder.is_dir():  # the role names where the path came from (--pred, --gt, or the config's data paths)
+        raise DataError(f"The {role} folder {folder} does not exist. Check that path.")
     index: dict[str, Path] = {}
     duplicates: list[str] = []
     for path in list_images(folder):

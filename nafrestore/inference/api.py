@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import torch
 from torch import nn
 
 from ..data.io import rgb_to_luma
+from ..errors import ImageArrayError
 from ..loading import ModelSpec, load_spec
 from ..models import in_channels
 from ..utils.device import resolve_device, resolve_precision
 from ..utils.pixels import INTEGER_DTYPES, from_float, to_float
 from .fold import fold_for_inference
-from .tiling import DEFAULT_OVERLAP, restore_batch
+from .tiling import DEFAULT_OVERLAP, check_max_megapixels, restore_batch
 
 __all__ = ["load_model", "model_from_spec", "restore"]
 
@@ -140,17 +142,14 @@ def restore(
         The restored image with the shape and dtype of ``image`` (float output clamped to [0, 1]).
 
     Raises:
-        ValueError: unsupported shape or dtype, or a strength outside [0, 1].
+        ImageArrayError: (also a ValueError) an unsupported dtype or shape, an image without pixels (0 x W), NaN or
+            infinite samples, or float samples outside [0, 1]: refused rather than blanked or clipped unnoticed.
+        ConfigError: ``max_megapixels`` is not a positive number (or ``inf``).
+        ValueError: a strength outside [0, 1].
     """
     array = np.asarray(image)
-    if array.dtype not in (np.uint8, np.uint16, np.float32):
-        raise ValueError(f"restore takes uint8, uint16 or float32 images, got {array.dtype}")
-    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        hwc = array
-    elif array.ndim == 2:
-        hwc = array[:, :, None]
-    else:
-        raise ValueError(f"restore takes an (H, W) or (H, W, C) image with C = 1, 3 or 4, got shape {array.shape}")
+    hwc = _checked_image(array)
+    check_max_megapixels(max_megapixels)
     channels = hwc.shape[2]
     alpha = hwc[:, :, 3] if channels == 4 else None
     colour = to_float(hwc[:, :, :3] if channels == 4 else hwc)  # (H, W, 1 | 3)
@@ -165,6 +164,37 @@ def restore(
     if alpha is not None:
         out = np.concatenate([out, alpha[:, :, None]], axis=2)
     return out.reshape(array.shape)
+
+
+def _checked_image(array: np.ndarray) -> np.ndarray:
+    """``array`` as (H, W, C), after the checks :func:`restore` documents (see its Raises)."""
+    if array.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ImageArrayError(f"restore takes uint8, uint16 or float32 images, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        hwc = array
+    elif array.ndim == 2:
+        hwc = array[:, :, None]
+    else:
+        raise ImageArrayError(f"restore takes an (H, W) or (H, W, C) image with C = 1, 3 or 4, got shape {array.shape}")
+    if hwc.shape[0] == 0 or hwc.shape[1] == 0:
+        raise ImageArrayError(f"restore takes an image of at least 1x1 pixels, got shape {array.shape} (no pixels)")
+    if array.dtype == np.float32:
+        colour = hwc[:, :, :3]  # the alpha channel is passed through untouched
+        low, high = float(colour.min()), float(colour.max())  # NaN propagates through min and max
+        if not (math.isfinite(low) and math.isfinite(high)):
+            bad = int(np.count_nonzero(~np.isfinite(colour)))
+            raise ImageArrayError(
+                f"The image holds {bad} NaN or infinite sample(s); one is enough to spread through the network's "
+                f"normalisation and blank the whole image (or its tile), so it was not restored. Replace them first, "
+                f"e.g. np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)."
+            )
+        if low < 0.0 or high > 1.0:
+            raise ImageArrayError(
+                f"float32 images must hold values in [0, 1]; this one spans [{low:.6g}, {high:.6g}], which would come "
+                f"back clipped to [0, 1]. Divide a 0..255 image by 255 (or pass it as uint8), or clip it with "
+                f"np.clip(image, 0, 1) if values outside are meant to be 0 and 1."
+            )
+    return hwc
 
 
 def restore_rgb(model: nn.Module, colour: np.ndarray, *, strength: float = 1.0, **kwargs: Any) -> np.ndarray:

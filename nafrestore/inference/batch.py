@@ -8,6 +8,7 @@ restored or written are recorded with the reason and the run goes on; :class:`Ba
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, re
 from ..errors import NafrestoreError, OutputExistsError
 from ..models import in_channels
 from ..utils.device import resolve_precision
+from ..utils.files import OutputClaim, targets_with_leftovers
 from .api import blend, restore_rgb
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_tile, restore_batch
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_max_megapixels, check_tile, restore_batch
 
 __all__ = ["BatchReport", "Job", "plan_jobs", "restore_files"]
 
@@ -75,12 +77,22 @@ class BatchReport:
 def _normalise_ext(ext: str | None) -> str | None:
     if ext is None:
         return None
+    _refuse_separators("--ext", ext)
     ext = ext.lower() if ext.startswith(".") else f".{ext.lower()}"
     if ext not in IMAGE_EXTENSIONS:
         raise NafrestoreError(
             f"--ext {ext!r} is not a supported image format; use one of {', '.join(IMAGE_EXTENSIONS)}."
         )
     return ext
+
+
+def _refuse_separators(option: str, value: str) -> None:
+    """``--suffix`` and ``--ext`` only rename a file: a folder in them (``/../x``) could point anywhere."""
+    if any(sep and sep in value for sep in ("/", os.sep, os.altsep)):
+        raise NafrestoreError(
+            f"{option} {value!r} holds a path separator; it may only change the output's file name, which stays "
+            f"in the -o folder. Remove the '/' (choose the folder with -o)."
+        )
 
 
 def plan_jobs(
@@ -97,6 +109,7 @@ def plan_jobs(
         NafrestoreError: an input does not exist, nothing matched, or ``ext`` is not an image format.
     """
     out_dir = Path(out_dir)
+    _refuse_separators("--suffix", suffix)
     ext = _normalise_ext(ext)
     out_resolved = out_dir.resolve()
     jobs: list[Job] = []
@@ -232,6 +245,7 @@ def restore_files(
         raise NafrestoreError(f"--batch must be at least 1; got {batch}.")
     if not 0.0 <= strength <= 1.0:
         raise NafrestoreError(f"--strength must be a number in 0..1 (0: the input, 1: fully restored), got {strength}.")
+    check_max_megapixels(max_megapixels, "--max-megapixels")
     if tile is not None:
         check_tile(tile, overlap)  # once, before any file, not once per file
     elif overlap >= DEFAULT_TILE // 2:
@@ -248,25 +262,69 @@ def restore_files(
         strength=strength,
     )
     report = BatchReport()
-    todo = _triage(jobs, overwrite, report)
+    started = time.time()  # outputs written after this, with --overwrite, are a concurrent run's: not redone
+    todo = _triage(jobs, Path(out_dir), overwrite, report)
+    refused = {source for source, _ in report.failed}  # outputs outside -o or on an input: nothing done there
+    _remove_leftovers([job for job in jobs if job.source not in refused])
     if batch > 1:
         todo.sort(key=lambda job: (_size_or_zero(job.source), str(job.source)))
     with _Progress(len(jobs), progress, report) as bar:
         bar.update(len(jobs) - len(todo))
-        _run(todo, runner, batch, bar, report, exclusive=not overwrite)
+        _run(todo, runner, batch, bar, report, overwrite=overwrite, started=started)
     report.seconds = bar.elapsed
     return report
 
 
-def _triage(jobs: list[Job], overwrite: bool, report: BatchReport) -> list[Job]:
-    """The jobs to run. Outputs that collide (with an input or with each other) fail up front; existing ones are
-    skipped unless ``overwrite``."""
+def _remove_leftovers(jobs: list[Job]) -> None:
+    """Remove what killed runs left beside this run's outputs (hidden temporary and claim files), each output
+    folder scanned once; a target another live run is writing now keeps its files."""
+    by_folder: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_folder.setdefault(job.target.parent, []).append(job)
+    for folder, folder_jobs in by_folder.items():
+        names = targets_with_leftovers(folder)
+        for job in folder_jobs:
+            claim = OutputClaim(job.target)
+            if job.target.name in names and claim.acquire():  # acquiring removes the target's stale temporaries
+                claim.release()
+
+
+def _claim(job: Job, overwrite: bool, started: float) -> OutputClaim | None:
+    """This run's claim on computing ``job`` (see :class:`~nafrestore.utils.files.OutputClaim`), or None when
+    another run computes it now or wrote its output meanwhile (without ``overwrite``: at all; with it: since this
+    run started), so that two runs into one folder share the work instead of each computing every file.
+
+    Raises:
+        OutputError: the output folder cannot be written.
+    """
+    claim = OutputClaim(job.target)
+    if not claim.acquire():
+        return None
+    try:
+        written = job.target.stat().st_mtime
+    except OSError:  # no output yet
+        return claim
+    if not overwrite or written >= started:
+        claim.release()
+        return None
+    return claim
+
+
+def _triage(jobs: list[Job], out_dir: Path, overwrite: bool, report: BatchReport) -> list[Job]:
+    """The jobs to run. Outputs that collide (with an input or with each other) or that resolve outside ``out_dir``
+    (through a symbolic link in it) fail up front; existing ones are skipped unless ``overwrite``."""
     todo: list[Job] = []
     seen: dict[Path, Path] = {}
     sources = {job.source.resolve() for job in jobs}
+    out_resolved = out_dir.resolve()
     for job in jobs:
         target = job.target.resolve()
-        if target in sources:
+        if out_resolved not in target.parents:
+            report.failed.append(
+                (job.source, f"its output {job.target} resolves to {target}, outside the output folder {out_dir} "
+                 f"(a symbolic link in it points elsewhere); nothing was written there")
+            )  # fmt: skip
+        elif target in sources:
             report.failed.append(
                 (job.source, f"its output {job.target} is an input file; choose another -o or a --suffix")
             )
@@ -304,17 +362,29 @@ class _Progress:
         self.bar.close()
 
 
-def _run(todo: list[Job], runner: _Runner, batch: int, bar: _Progress, report: BatchReport, *, exclusive: bool) -> None:
+def _run(
+    todo: list[Job],
+    runner: _Runner,
+    batch: int,
+    bar: _Progress,
+    report: BatchReport,
+    *,
+    overwrite: bool,
+    started: float,
+) -> None:
     """Read, restore and write each job; a failure is recorded with its reason and the run goes on.
 
-    With ``exclusive`` (no ``--overwrite``) an output is only ever created, never replaced: when another run wrote
-    the same file in the meantime (two runs into one folder), that file is kept and counted as skipped.
+    Each output is claimed before its file is read (:func:`_claim`); a job another run computes or has written
+    meanwhile is counted as skipped. Without ``overwrite`` an output is only ever created, never replaced: when
+    another run wrote the same file in the meantime (two runs into one folder), that file is kept and counted as
+    skipped.
     """
+    claims: dict[Path, OutputClaim] = {}
 
     def done(job: Job, image: LoadedImage | None, restored: np.ndarray | None, error: BaseException | None) -> None:
         if error is None and image is not None and restored is not None:
             try:
-                runner.save(job, image, restored, exclusive)
+                runner.save(job, image, restored, not overwrite)
                 report.restored.append(job.target)
                 report.megapixels += restored.shape[0] * restored.shape[1] / 1e6
             except OutputExistsError:
@@ -323,22 +393,35 @@ def _run(todo: list[Job], runner: _Runner, batch: int, bar: _Progress, report: B
                 error = exc
         if error is not None:
             report.failed.append((job.source, _error_reason(error)))
+        claim = claims.pop(job.target, None)
+        if claim is not None:
+            claim.release()
         bar.update(1)
 
     pending: list[tuple[Job, LoadedImage]] = []
-    for job in todo:
-        try:
-            image = load_image(job.source)
-        except Exception as exc:  # noqa: BLE001 - unreadable file: report and go on
-            done(job, None, None, exc)
-            continue
-        # Same-size images that need no tiling go through the network together, up to `batch` at a time.
-        if pending and (batch == 1 or runner.needs_tiling(image) or pending[0][1].rgb.shape != image.rgb.shape):
-            _flush(pending, runner, done)
-        pending.append((job, image))
-        if len(pending) >= batch or runner.needs_tiling(image):
-            _flush(pending, runner, done)
-    _flush(pending, runner, done)
+    try:
+        for job in todo:
+            try:
+                claim = _claim(job, overwrite, started)
+                if claim is None:
+                    report.skipped.append(job.source)
+                    bar.update(1)
+                    continue
+                claims[job.target] = claim
+                image = load_image(job.source)
+            except Exception as exc:  # noqa: BLE001 - unreadable file or unwritable folder: report and go on
+                done(job, None, None, exc)
+                continue
+            # Same-size images that need no tiling go through the network together, up to `batch` at a time.
+            if pending and (batch == 1 or runner.needs_tiling(image) or pending[0][1].rgb.shape != image.rgb.shape):
+                _flush(pending, runner, done)
+            pending.append((job, image))
+            if len(pending) >= batch or runner.needs_tiling(image):
+                _flush(pending, runner, done)
+        _flush(pending, runner, done)
+    finally:  # an interruption: give the claims up (a kill -9 leaves lock files, which the next run removes)
+        for claim in claims.values():
+            claim.release()
 
 
 def _flush(pending: list[tuple[Job, LoadedImage]], runner: _Runner, done: Callable[..., None]) -> None:

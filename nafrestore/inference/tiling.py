@@ -21,11 +21,13 @@ from torch import nn
 
 from ..errors import NafrestoreError
 from ..utils.device import autocast
+from ..utils.limits import check_megapixels
 from ..utils.tiles import tile_starts
 
 __all__ = [
     "DEFAULT_TILE",
     "auto_tile",
+    "check_max_megapixels",
     "check_tile",
     "default_max_megapixels",
     "forward",
@@ -126,6 +128,17 @@ def check_tile(tile: int, overlap: int) -> None:
             f"--overlap must be at least 0 and below half the tile ({tile // 2}); got {overlap}. "
             f"Typical: --tile 512 --overlap 32."
         )
+
+
+def check_max_megapixels(value: float | None, where: str = "max_megapixels") -> float | None:
+    """The automatic-tiling threshold checked once, before any image: None (the device default), a positive
+    number of megapixels, or ``inf`` (never tile). NaN would turn tiling off unnoticed (no size compares above it),
+    and a large image would then run out of memory in one piece.
+
+    Raises:
+        ConfigError: NaN, zero, a negative number or not a number, naming ``where`` (e.g. ``--max-megapixels``).
+    """
+    return None if value is None else check_megapixels(value, where, "e.g. 4; inf: never tile")
 
 
 def restore_tiled(

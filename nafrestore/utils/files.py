@@ -13,6 +13,10 @@ writing succeeded. ``os.replace`` is atomic within one file system, so readers s
 - ``exclusive=True`` never replaces an existing file (:class:`~nafrestore.errors.OutputExistsError`).
 - A process killed while writing leaves its temporary file behind; :func:`remove_stale_temporaries` removes
   those of one target (the training loop calls it for its checkpoints when a run starts or resumes).
+- Several processes that may write the same files (two ``infer`` runs into one folder) take an
+  :class:`OutputClaim` on a file before computing it: one process computes each file, and a claimed target's
+  leftovers can be removed safely (no live writer of it is left). :func:`targets_with_leftovers` finds, in one
+  scan of a folder, the targets that have any.
 
 A file appended to line by line (a run's ``metrics.jsonl``) can still end in a line cut by a kill:
 :func:`read_metrics` skips it. The training loop writes that file and reads it back on resume; the report reads it
@@ -34,7 +38,21 @@ from typing import IO, Any
 
 from ..errors import OutputError, OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write", "output_error", "publish", "read_metrics", "remove_stale_temporaries"]
+try:  # POSIX advisory locks; on Windows claims are not taken (each process computes every file, as before)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "OutputClaim",
+    "atomic_path",
+    "atomic_write",
+    "output_error",
+    "publish",
+    "read_metrics",
+    "remove_stale_temporaries",
+    "targets_with_leftovers",
+]
 
 # os.link errors that mean "this file system has no hard links" (FAT/exFAT, some network and FUSE mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
@@ -139,6 +157,83 @@ def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+def targets_with_leftovers(folder: str | Path) -> set[str]:
+    """The names of the targets in ``folder`` that have a leftover temporary file (``.NAME.XXXXXXXX.tmp``, see
+    :func:`remove_stale_temporaries`) or claim file (``.NAME.lock``, see :class:`OutputClaim`): one scan of the
+    folder, so that a batch of many files looks for leftovers once rather than once per file."""
+    pattern = re.compile(rf"\.(.+)(?:\.{_RANDOM_PART}\.tmp(?:\..+)?|\.lock)", re.DOTALL)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {match.group(1) for entry in entries if (match := pattern.fullmatch(entry.name))}
+
+
+class OutputClaim:
+    """An exclusive claim of this process on computing and writing one output file, among processes that claim it.
+
+    The claim is an advisory lock (``flock``) on a hidden file beside the target, ``.NAME.lock``: the operating
+    system releases it when the process ends, even on ``kill -9``, so a killed run never blocks a later one (its
+    lock file stays, empty, until a later claim of the target removes it). :meth:`release` removes the lock file.
+    Without POSIX locks (Windows) every claim succeeds.
+
+    Example::
+
+        claim = OutputClaim(out / "a.png")
+        if claim.acquire():  # False: another live process is writing out/a.png now
+            try:
+                ...  # compute and write out/a.png
+            finally:
+                claim.release()
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock = self.path.with_name(f".{self.path.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the claim without waiting; False when another process holds it. Then the target's leftover
+        temporary files from killed writers are removed (no live writer of it is left).
+
+        Raises:
+            OutputError: the folder cannot be created or written (naming the target).
+        """
+        if self._fd is not None:
+            return True
+        if fcntl is None:  # pragma: no cover - Windows
+            return True
+        _make_parent(self.path)
+        while True:
+            try:
+                fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except OSError as exc:
+                raise output_error(self.path, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # BlockingIOError: another process holds it
+                os.close(fd)
+                return False
+            try:
+                same = os.stat(self.lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                remove_stale_temporaries(self.path.parent, self.path.name)
+                return True
+            os.close(fd)  # the holder released (removed) that lock file after we opened it: claim a new one
+
+    def release(self) -> None:
+        """Give the claim up and remove the lock file (while still holding it, so no one claims a removed file)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock)
+        os.close(self._fd)
+        self._fd = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

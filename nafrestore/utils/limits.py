@@ -42,8 +42,13 @@ DEFAULT_MAX_IMAGE_MEGAPIXELS = 250.0
 LIMIT_OPTION = "--max-image-megapixels"
 
 
-def check_megapixels(value: object, where: str) -> float:
+def check_megapixels(value: object, where: str, example: str = "e.g. 500; inf: no limit") -> float:
     """``value`` as a limit in megapixels: a positive number, ``inf`` for none.
+
+    Args:
+        value: the setting as given.
+        where: the option, variable or argument it came from, named in the error.
+        example: what the error shows as a valid setting and what ``inf`` means there.
 
     Raises:
         ConfigError: anything else (NaN, zero, negative, not a number), naming ``where`` it came from.
@@ -53,7 +58,7 @@ def check_megapixels(value: object, where: str) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if not number > 0:  # also NaN
-        raise ConfigError(f"{where} must be a positive number of megapixels (e.g. 500; inf: no limit), got {value!r}.")
+        raise ConfigError(f"{where} must be a positive number of megapixels ({example}), got {value!r}.")
     return number
 
 
