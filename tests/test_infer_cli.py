@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -489,3 +492,80 @@ def test_an_animated_png_whose_animation_chunk_follows_a_large_text_chunk_is_ref
     result = infer(str(root), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt))
     assert result.exit_code == 1, result.output
     assert "anim.png holds 3 frames" in result.output and not (tmp_path / "out" / "anim.png").exists()
+
+
+# A command-line run whose writes can be made slow (each output's temporary file is written, then the process
+# waits before renaming it), and which prints a line for each image it restores: for killing a run in the middle
+# of a write, and for two runs side by side.
+_SLOW_INFER = """
+import sys, time
+import nafrestore.utils.files as files
+from nafrestore.inference import batch
+publish, restore_one = files._publish, batch._Runner.restore_one
+pause = float(sys.argv[1])
+def slow_publish(tmp, path, exclusive):
+    print(f"writing {path.name}", flush=True)
+    time.sleep(pause)
+    publish(tmp, path, exclusive)
+def counted(self, image):
+    print(f"restoring {image.path.name}", flush=True)
+    return restore_one(self, image)
+files._publish, batch._Runner.restore_one = slow_publish, counted
+from nafrestore.cli import main
+sys.argv = ["nafrestore", "infer", *sys.argv[2:]]
+main()
+"""
+
+
+def _slow_infer(pause: float, *args: str) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-c",
+        _SLOW_INFER,
+        str(pause),
+        *args,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--precision",
+        "fp32",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow  # command-line runs in subprocesses
+def test_kill_9_during_a_write_then_rerun_leaves_no_hidden_files(tmp_path, ckpt):
+    """Issue 33, item 14, as the trial ran it: a run killed while writing left `.NAME.XXXXXXXX.tmp` (and now its
+    claim file) behind; the next run removes them and restores the file."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), rng_image((24, 32, 3)))
+    proc = _slow_infer(60, str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    try:
+        for line in proc.stdout:
+            if line.startswith("writing a.png"):
+                break
+        hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(hidden) == 2 and hidden[1] == ".a.png.lock", hidden
+    assert re.fullmatch(r"\.a\.png\.[0-9a-f]{8}\.tmp", hidden[0]) and (out / hidden[0]).stat().st_size > 0, hidden
+    assert not (out / "a.png").exists()
+    result = infer(str(folder), "-o", str(out), "--ckpt", str(ckpt))
+    assert result.exit_code == 0 and "restored 1, skipped 0" in result.output, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+@pytest.mark.slow  # command-line runs in subprocesses
+def test_two_command_line_runs_side_by_side_restore_each_image_once(tmp_path, ckpt):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"im{i}.png"), rng_image((24, 32, 3), seed=i))
+    procs = [_slow_infer(0.5, str(folder), "-o", str(out), "--ckpt", str(ckpt)) for _ in range(2)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    restored = [line.split()[1] for text in outputs for line in text.splitlines() if line.startswith("restoring ")]
+    assert sorted(restored) == [f"im{i}.png" for i in range(6)], outputs  # each image once, by one of the runs
+    assert sorted(p.name for p in out.iterdir()) == [f"im{i}.png" for i in range(6)]
