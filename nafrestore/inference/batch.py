@@ -23,7 +23,7 @@ from ..data.io import IMAGE_EXTENSIONS, LoadedImage, list_images, load_image, re
 from ..errors import NafrestoreError, OutputExistsError
 from ..models import in_channels
 from ..utils.device import resolve_precision
-from ..utils.files import OutputClaim, targets_with_leftovers
+from ..utils.files import OutputClaim, remove_stale_temporaries, targets_with_leftovers
 from .api import blend, restore_rgb
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, auto_tile, check_max_megapixels, check_tile, restore_batch
 
@@ -285,8 +285,9 @@ def _remove_leftovers(jobs: list[Job]) -> None:
         names = targets_with_leftovers(folder)
         for job in folder_jobs:
             claim = OutputClaim(job.target)
-            if job.target.name in names and claim.acquire():  # acquiring removes the target's stale temporaries
-                claim.release()
+            if job.target.name in names and claim.acquire():  # no live writer of it is left
+                remove_stale_temporaries(folder, job.target.name)
+                claim.release()  # also removes a killed run's claim file
 
 
 def _claim(job: Job, overwrite: bool, started: float) -> OutputClaim | None:

@@ -195,8 +195,8 @@ class OutputClaim:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        """Take the claim without waiting; False when another process holds it. Then the target's leftover
-        temporary files from killed writers are removed (no live writer of it is left).
+        """Take the claim without waiting; False when another process holds it. While it is held, the target's
+        temporary files are leftovers of killed writers (:func:`remove_stale_temporaries` may remove them).
 
         Raises:
             OutputError: the folder cannot be created or written (naming the target).
@@ -222,7 +222,6 @@ class OutputClaim:
                 same = False
             if same:
                 self._fd = fd
-                remove_stale_temporaries(self.path.parent, self.path.name)
                 return True
             os.close(fd)  # the holder released (removed) that lock file after we opened it: claim a new one
 
