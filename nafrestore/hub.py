@@ -51,12 +51,7 @@ import torch.hub
 from tqdm import tqdm
 
 from .errors import ChecksumError, DownloadError
-from .utils.files import make_folder, output_error, publish
-
-try:  # POSIX only; Windows runs without the lock (see the module docstring)
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux/macOS
-    fcntl = None  # type: ignore[assignment]
+from .utils.files import HAS_FILE_LOCKS, lock_exclusive, make_folder, output_error, publish
 
 __all__ = [
     "ENV_HOME",
@@ -456,25 +451,19 @@ def _reason(reason: object) -> str:
 def _locked(partial: Path) -> Iterator[bool]:
     """Hold an exclusive advisory lock on ``partial`` (created empty if missing); yields whether it had to wait for
     another process. A process that waited while the holder renamed or deleted the file locks the new one."""
-    if fcntl is None:  # pragma: no cover - Windows
+    if not HAS_FILE_LOCKS:  # pragma: no cover - Windows
         yield False
         return
     waited = False
-    while True:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                waited = True
-                print(f"waiting for another process that downloads {partial.name[: -len('.partial')]}", file=sys.stderr)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.stat(partial).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                yield waited
-                return
-        finally:
-            os.close(fd)
+
+    def wait() -> None:
+        nonlocal waited
+        waited = True
+        print(f"waiting for another process that downloads {partial.name[: -len('.partial')]}", file=sys.stderr)
+
+    fd = lock_exclusive(partial, on_busy=wait)
+    assert fd is not None  # it waits for a busy lock
+    try:
+        yield waited
+    finally:
+        os.close(fd)

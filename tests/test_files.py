@@ -108,7 +108,7 @@ def test_remove_stale_temporaries_removes_only_leftovers_of_that_target(tmp_path
         remove_stale_temporaries(ckpts, "sub/last.pt")
 
 
-@pytest.mark.skipif(files.fcntl is None, reason="claims need POSIX locks")
+@pytest.mark.skipif(not files.HAS_FILE_LOCKS, reason="claims need POSIX locks")
 def test_a_claim_excludes_other_claims_until_released_or_its_process_dies(tmp_path):
     import subprocess
     import sys

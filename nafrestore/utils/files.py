@@ -16,7 +16,8 @@ writing succeeded. ``os.replace`` is atomic within one file system, so readers s
 - Several processes that may write the same files (two ``infer`` runs into one folder) take an
   :class:`OutputClaim` on a file before computing it: one process computes each file, and a claimed target's
   leftovers can be removed safely (no live writer of it is left). :func:`targets_with_leftovers` finds, in one
-  scan of a folder, the targets that have any.
+  scan of a folder, the targets that have any. :func:`lock_exclusive` is the lock beneath (also serialising
+  downloads in :mod:`nafrestore.hub`).
 
 A file appended to line by line (a run's ``metrics.jsonl``) can still end in a line cut by a kill:
 :func:`read_metrics` skips it. The training loop writes that file and reads it back on resume; the report reads it
@@ -32,7 +33,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,9 +45,11 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "HAS_FILE_LOCKS",
     "OutputClaim",
     "atomic_path",
     "atomic_write",
+    "lock_exclusive",
     "output_error",
     "publish",
     "read_metrics",
@@ -171,6 +174,49 @@ def targets_with_leftovers(folder: str | Path) -> set[str]:
     return {match.group(1) for entry in entries if (match := pattern.fullmatch(entry.name))}
 
 
+#: Whether advisory file locks exist here (POSIX); without them (Windows) :func:`lock_exclusive` is not used.
+HAS_FILE_LOCKS = fcntl is not None
+
+
+def lock_exclusive(path: str | Path, on_busy: Callable[[], None] | None = None) -> int | None:
+    """An exclusive advisory lock (``flock``) on ``path``, created empty if missing: the open file descriptor that
+    holds it (closing it releases the lock, as does the end of the process, even by ``kill -9``).
+
+    Args:
+        path: the lock file.
+        on_busy: called when another process holds the lock, which is then waited for; None: do not wait.
+
+    Returns:
+        The descriptor; None when another process holds the lock and ``on_busy`` is None. A lock taken on a file
+        that its holder removed or replaced in the meantime is taken again on the file now at ``path``.
+
+    Raises:
+        OSError: the file cannot be created or opened.
+    """
+    assert fcntl is not None, "no advisory file locks on this platform (see HAS_FILE_LOCKS)"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_busy is None:
+                    os.close(fd)
+                    return None
+                on_busy()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)  # the holder removed that file after we opened it: lock the one now at `path`
+
+
 class OutputClaim:
     """An exclusive claim of this process on computing and writing one output file, among processes that claim it.
 
@@ -203,27 +249,14 @@ class OutputClaim:
         """
         if self._fd is not None:
             return True
-        if fcntl is None:  # pragma: no cover - Windows
+        if not HAS_FILE_LOCKS:  # pragma: no cover - Windows
             return True
         _make_parent(self.path)
-        while True:
-            try:
-                fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-            except OSError as exc:
-                raise output_error(self.path, exc) from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # BlockingIOError: another process holds it
-                os.close(fd)
-                return False
-            try:
-                same = os.stat(self.lock).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._fd = fd
-                return True
-            os.close(fd)  # the holder released (removed) that lock file after we opened it: claim a new one
+        try:
+            self._fd = lock_exclusive(self.lock)
+        except OSError as exc:
+            raise output_error(self.path, exc) from exc
+        return self._fd is not None
 
     def release(self) -> None:
         """Give the claim up and remove the lock file (while still holding it, so no one claims a removed file)."""
