@@ -221,6 +221,13 @@ def test_blurs_wider_than_255_px_are_refused_with_the_reason(spec, widest):
     assert item["lq"].shape == item["gt"].shape == (3, 32, 32)
 
 
+def test_stacked_blurs_are_bounded_together():
+    shake = {"type": "camera_shake", "size": 255}
+    assert build_degradation([shake, shake]).margin == 510
+    with pytest.raises(DataError, match=r"data.degradations: its blurs together read 765 px .* more than the 512"):
+        build_degradation([shake, shake, shake], key="data.degradations")
+
+
 def test_a_too_wide_camera_shake_stops_train_before_the_run_directory(tmp_path):
     from typer.testing import CliRunner
 
