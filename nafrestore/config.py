@@ -223,8 +223,9 @@ class TrainConfig:
     )
     memory_format: Literal["auto", "contiguous", "channels_last"] = _field(
         "auto",
-        "Memory format of the model and its training batches; auto times a few training steps of each at the start "
-        "(a resumed run keeps its checkpoint's choice). Results are the same up to float rounding.",
+        "Memory format of the model and its training batches; auto is channels_last on the CPU and on CUDA under "
+        "bf16/fp16, else contiguous (a fixed rule, never a timing, so a seeded run's weights do not depend on the "
+        "machine's load; a resumed run keeps its checkpoint's choice). Results differ by float rounding only.",
     )
     ema: float | None = _field(None, "EMA decay of the weights (e.g. 0.999); validation then uses the EMA.")
     compile: bool = _field(False, "Wrap the model in torch.compile.")
@@ -234,7 +235,8 @@ class TrainConfig:
     time_budget_min: float | None = _field(
         None,
         "A wall-clock budget besides `iters`: the run's progress is whichever of steps/`iters` and minutes/"
-        "`time_budget_min` is further along; the cosine schedule follows it and the run ends when either is reached.",
+        "`time_budget_min` is further along; the cosine schedule follows it and the run ends when either is reached "
+        "(the weights then depend on the machine's speed and load; null gives the same weights for the same seed).",
     )
 
     def __post_init__(self) -> None:

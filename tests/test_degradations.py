@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,51 @@ def test_camera_shake_frames_must_be_an_integer_range():
         CameraShake(frames=1)
     with pytest.raises(ValueError, match="frames"):
         CameraShake(frames=[2.5, 8])
+
+
+@pytest.mark.parametrize(
+    ("spec", "widest"),
+    [
+        ({"type": "camera_shake", "size": [3, 100000]}, {"type": "camera_shake", "size": [3, 255]}),
+        ({"type": "motion_blur", "kernel_size": 257}, {"type": "motion_blur", "kernel_size": 255}),
+        ({"type": "gaussian_blur", "sigma": 43}, {"type": "gaussian_blur", "sigma": 42}),
+        ({"type": "defocus_blur", "radius": [1, 128]}, {"type": "defocus_blur", "radius": 127}),
+    ],
+)
+def test_blurs_wider_than_255_px_are_refused_with_the_reason(spec, widest):
+    """Each crop is cut larger by a blur's reach: camera_shake size 100000 asked for 447 GiB. The widest blur allowed
+    builds, reaches at most 255 px across, and degrades a 32 px crop."""
+    with pytest.raises(DataError, match=r"(size|kernel_size|sigma|radius) must be .*<= .*255 px across.*downscale"):
+        build_degradation([spec], key="data.degradations")
+    step = build_degradation([widest], key="data.degradations")
+    assert step.margin <= 255
+    clean = np.random.default_rng(0).random((600, 600, 3), dtype=np.float32)
+    item = degraded_training_pair(clean, step, np.random.default_rng(0), patch_size=32, flip=False, rot90=False)
+    assert item["lq"].shape == item["gt"].shape == (3, 32, 32)
+
+
+def test_stacked_blurs_are_bounded_together():
+    shake = {"type": "camera_shake", "size": 255}
+    assert build_degradation([shake, shake]).margin == 510
+    with pytest.raises(DataError, match=r"data.degradations: its blurs together read 765 px .* more than the 512"):
+        build_degradation([shake, shake, shake], key="data.degradations")
+
+
+def test_a_too_wide_camera_shake_stops_train_before_the_run_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from nafrestore.cli import app
+
+    run = tmp_path / "run"
+    config = Path(__file__).resolve().parents[1] / "configs" / "nafnet-gopro-width32.yaml"
+    shake = "data.degradations=[{type: camera_shake, size: [3, 100000]}]"
+    result = CliRunner().invoke(app, ["train", str(config), "data.format=sample", shake, f"run.dir={run}"])
+    assert result.exit_code == 2, result.output
+    assert (
+        "data.degradations[0] (camera_shake): size must be >= 3 and <= 255, got [3, 100000]: blurs are limited"
+        in result.output
+    )
+    assert not run.exists()
 
 
 def test_camera_shake_blurs_in_linear_light():

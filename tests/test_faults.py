@@ -1,7 +1,9 @@
-"""Faults: `kill -9` of a training process at several points, checkpoint writes included, and a full disk.
+"""Faults: `kill -9` of a training process at several points, checkpoint writes included, a full disk, and runs
+side by side.
 
 A killed run resumed as often as it takes must end with the weights of a run that was never interrupted, and no
-kill or failed write may leave a checkpoint that does not load.
+kill or failed write may leave a checkpoint that does not load. A seeded run gives the same weights whatever else
+the machine does.
 """
 
 from __future__ import annotations
@@ -63,13 +65,13 @@ train(cfg, resume=resume, quiet=True, callbacks=callbacks)
 """
 
 
-def _run(config: Path, run: Path, point: str = "none", at: int = 0) -> subprocess.Popen:
+def _run(config: Path, run: Path, point: str = "none", at: int = 0, threads: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(config), str(run), point, str(at)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
     )
 
 
@@ -118,6 +120,34 @@ def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_weights(tmp_path: P
     for key in ("model", "ema"):
         for name in want[key]:
             torch.testing.assert_close(got[key][name], want[key][name], rtol=0, atol=1e-6, msg=f"{key}.{name}")
+
+
+def test_the_same_seed_gives_the_same_weights_alone_side_by_side_and_resumed(tmp_path: Path) -> None:
+    """Issue 33: the memory format was chosen by timing a step, so the machine's load picked the numerics (alone
+    channels-last, busy contiguous), and a resumed process computed with its own thread count. Two runs side by side
+    and one killed and resumed (with another OMP_NUM_THREADS, beside them) end bit for bit where a run alone does."""
+    config = tmp_path / "cfg.yaml"
+    # train.memory_format: auto; a loader worker process, whose samples must not depend on when it runs either.
+    config.write_text(yaml.safe_dump({**CONFIG, "data": {**CONFIG["data"], "num_workers": 1}, "val": {"every": 100}}))
+    alone = _run(config, tmp_path / "alone")
+    assert alone.wait(timeout=600) == 0, alone.communicate()
+
+    runs = [tmp_path / "side1", tmp_path / "side2", tmp_path / "resumed"]
+    side = [_run(config, run) for run in runs[:2]]
+    _kill_when_asked(_run(config, runs[2], "step", 5))  # last.pt is at step 4
+    resumed = _run(config, runs[2], threads=2)
+    for proc in [*side, resumed]:
+        assert proc.wait(timeout=600) == 0, proc.communicate()
+
+    want = _weights(tmp_path / "alone")
+    for run in runs:
+        log = (run / "train.log").read_text()
+        assert "memory format channels_last (auto: the rule for cpu at fp32" in log
+        got = _weights(run)
+        for key in ("model", "ema"):
+            for name in want[key]:
+                assert torch.equal(got[key][name], want[key][name]), f"{run.name}: {key}.{name}"
+    assert "1 intra-op threads, as before the interruption (this process had 2)" in log
 
 
 def test_a_full_disk_during_a_checkpoint_write_keeps_the_good_checkpoint(tmp_path: Path, monkeypatch) -> None:

@@ -7,7 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from typer.testing import CliRunner
 
+from nafrestore.cli import app
 from nafrestore.config import load_config
 from nafrestore.data.build import build_datasets
 from nafrestore.data.frames import AveragedFramesDataset, average_frames, frame_sequences
@@ -98,3 +101,26 @@ def test_bad_frame_folders_are_refused_with_the_key_and_the_fix(tmp_path):
     cv2.imwrite(str(mixed / "0009.png"), np.zeros((20, 30, 3), np.uint8))
     with pytest.raises(DataError, match=r"mix frame sizes: clip \(30x20, 48x48\)"):
         AveragedFramesDataset(frame_sequences(tmp_path / "mixed", "k", 3), (3, 3))
+
+
+def test_frames_train_through_the_cli_and_validate_named_windows(tmp_path):
+    """The frames format trains and validates: the validation windows have names (the check of validation sizes and
+    the scores need them), and the run writes its checkpoint."""
+    _write_sequence(tmp_path / "train" / "clip", 9)
+    _write_sequence(tmp_path / "val" / "a", 10)
+    run = tmp_path / "run"
+    overrides = [
+        "model.name=nafnet", "model.width=4", "model.enc_blocks=[1,1]", "model.middle_blocks=0",
+        "model.dec_blocks=[1,1]", "data.format=frames", f"data.train_dir={tmp_path / 'train'}",
+        f"data.val_dir={tmp_path / 'val'}", "data.frames=[3,5]", "data.patch_size=32", "data.num_workers=0",
+        "train.batch_size=2", "train.iters=2", "val.every=2", "val.metrics=[psnr]", "run.device=cpu",
+        f"run.dir={run}",
+    ]  # fmt: skip
+    config = Path(__file__).resolve().parents[1] / "configs" / "nafnet-gopro-width32.yaml"
+    result = CliRunner().invoke(app, ["train", str(config), "--quiet", *overrides])
+    assert result.exit_code == 0, result.output
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    log = (run / "train.log").read_text()
+    assert "validation at step 2 (2 images" in log
+    val = AveragedFramesDataset(frame_sequences(tmp_path / "val", "data.val_dir", 5), (3, 5), seed=0)
+    assert val.names == [val[i]["name"] for i in range(len(val))]  # what the items are scored under

@@ -51,7 +51,7 @@ def tiny_cfg(run_dir: Path, *overrides: str, model: list[str] = LKA) -> Config:
         "run.device=cpu",
         "run.seed=3",
         f"run.dir={run_dir}",
-        "train.memory_format=contiguous",  # runs compared to 1e-6 must not choose their format by timing
+        "train.memory_format=contiguous",  # the format these tests' thresholds were set in (auto: channels-last)
     ]
     return load_config(None, [*base, *overrides])
 
@@ -134,28 +134,24 @@ def test_training_learns_and_writes_the_run_directory(tmp_path: Path) -> None:
     assert net(torch.rand(1, 3, 20, 20)).shape == (1, 3, 20, 20)
 
 
-def test_memory_format_auto_is_measured_logged_recorded_and_kept_on_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import nafrestore.engine.build as build_module
-
-    timings = {"contiguous": 2.0, "channels_last": 1.0}  # as if channels-last were twice as fast
-    monkeypatch.setattr(build_module, "time_alternately", lambda run, options, **kw: dict(timings))
+def test_memory_format_auto_is_logged_recorded_and_kept_on_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = tiny_cfg(run, "train.memory_format=auto")
     data = small_data(cfg)
     with pytest.raises(TrainingInterrupted):
         train(cfg, quiet=True, datasets=data, callbacks=[_raise_signal_at(5)])
     log = (run / "train.log").read_text()
-    assert "memory format channels_last (auto: a training step of 4 x 32 px took contiguous 2000 ms" in log
+    assert "memory format channels_last (auto: the rule for cpu at fp32" in log
     part = ckpt(run)
     assert part["memory_format"] == "channels_last"
     assert all(v.is_contiguous() for v in part["model"].values())  # stored contiguous, for any reader
 
-    timings.update(contiguous=0.5)  # the machine now says otherwise: the resumed run keeps its format
+    # A checkpoint whose run chose otherwise (e.g. by timing, as before) is resumed in its own format.
+    part["memory_format"] = "contiguous"
+    torch.save(part, run / "checkpoints" / "last.pt")
     train(None, resume=run, quiet=True, datasets=data)
-    assert "memory format channels_last (auto, kept from the checkpoint)" in (run / "train.log").read_text()
-    assert ckpt(run)["memory_format"] == "channels_last" and ckpt(run)["step"] == 12
+    assert "memory format contiguous (auto, kept from the checkpoint)" in (run / "train.log").read_text()
+    assert ckpt(run)["memory_format"] == "contiguous" and ckpt(run)["step"] == 12
 
 
 def test_channels_last_training_matches_contiguous_training(tmp_path: Path) -> None:
@@ -308,6 +304,8 @@ def test_time_budget_stops_after_final_validation(tmp_path: Path) -> None:
     records = read_metrics(run / "metrics.jsonl")
     assert any(r.get("step") == last["step"] and "val/psnr" in r for r in records)
     assert (run / "checkpoints" / "best.pt").exists()
+    # The schedule follows the clock, so the weights depend on the machine's load: the log says so.
+    assert "the weights depend on the machine's speed and load" in (run / "train.log").read_text()
 
 
 def test_resume_errors(tmp_path: Path) -> None:

@@ -137,6 +137,13 @@ class AveragedFramesDataset(PairDataset):
             weights=[max(0, len(paths) - lo + 1) for _, paths in self.sequences] if training else None,
         )
         self._check_sizes()
+        #: One name per item, as every dataset has (validation checks and scores go by it): the sequence in
+        #: training, ``sequence/middle-frame`` of the window actually averaged in validation.
+        self.names = (
+            [name or "." for name, _ in self.sequences]
+            if training
+            else [self.window_name(s, first, count) for s, first, count, _ in map(self._val_window, range(len(self)))]
+        )
         paths = [p for _, seq in self.sequences for p in seq]
         self._cache = {p: load_rgb_integer(p) for p in paths} if want_cache(cache, paths) else None
 
@@ -179,15 +186,18 @@ class AveragedFramesDataset(PairDataset):
         blurry = average_frames(crops, self.gamma)
         return {"lq": to_tensor(self.degrade(blurry, rng)), "gt": to_tensor(gt)}
 
-    def _validation_item(self, i: int) -> dict[str, Any]:
+    def _val_window(self, i: int) -> tuple[int, int, int, np.random.Generator]:
+        """(sequence, first frame, K, generator) of validation item ``i``: K and then the degradations are drawn
+        from a generator seeded by the name of the whole window of ``frames[1]`` frames."""
         s, start = self.windows[i]
-        _, paths = self.sequences[s]
         hi = self.frames[1]
-        key = self.window_name(s, start, hi)
-        rng = np.random.default_rng(seed_for(key, self.seed))
+        rng = np.random.default_rng(seed_for(self.window_name(s, start, hi), self.seed))
         count = int(rng.integers(self.frames[0], hi + 1))
         first = start + (hi - count) // 2  # the window's centre part, so its middle frame stays near the centre
-        window = [self._frame(p) for p in paths[first : first + count]]
-        name = self.window_name(s, first, count)
+        return s, first, count, rng
+
+    def _validation_item(self, i: int) -> dict[str, Any]:
+        s, first, count, rng = self._val_window(i)
+        window = [self._frame(p) for p in self.sequences[s][1][first : first + count]]
         lq = self.degrade(average_frames(window, self.gamma), rng)
-        return {"lq": to_tensor(lq), "gt": to_tensor(window[count // 2]), "name": name}
+        return {"lq": to_tensor(lq), "gt": to_tensor(window[count // 2]), "name": self.names[i]}

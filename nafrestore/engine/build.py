@@ -21,9 +21,8 @@ from ..data.datasets import item_sizes
 from ..errors import ConfigError, DataError, NafrestoreError
 from ..loading import build_model, init_state, load_weights
 from ..metrics import MetricSuite
-from ..models import in_channels
 from ..utils import distributed as du
-from ..utils.device import MEMORY_FORMATS, autocast, resolve_precision, seed_everything, time_alternately
+from ..utils.device import MEMORY_FORMATS, resolve_precision, seed_everything
 from .checkpoint import load_model_state
 from .ema import ModelEMA
 from .optim import WarmupCosineSchedule, build_optimizer
@@ -61,9 +60,6 @@ def build_training_model(
         load_weights(raw, state, where)
     memory_format, why = choose_memory_format(
         cfg.train.memory_format,
-        raw,
-        batch_size=cfg.train.batch_size,
-        patch_size=cfg.data.patch_size,
         device=device,
         precision=training_precision(cfg, device),
         resumed=ckpt.get("memory_format") if ckpt is not None else None,
@@ -86,55 +82,35 @@ def training_precision(cfg: Config, device: torch.device) -> str:
 
 
 def choose_memory_format(
-    requested: str,
-    model: nn.Module,
-    *,
-    batch_size: int,
-    patch_size: int,
-    device: torch.device,
-    precision: str,
-    resumed: str | None = None,
+    requested: str, *, device: torch.device, precision: str, resumed: str | None = None
 ) -> tuple[str, str]:
     """The training memory format (``contiguous`` or ``channels_last``) and one line saying why.
 
-    ``auto`` keeps ``resumed`` (the checkpoint's choice) when given; otherwise it times a forward and backward pass
-    of ``model`` (in train mode, under ``precision``) on a batch of min(batch_size, 4) random patch_size crops in
-    each format, alternately, twice each after a warm-up, and keeps the faster. The measurement runs inside
-    ``torch.random.fork_rng``, so the run's random streams (dropout, drop-path) are as without it, and leaves no
-    gradients. Under DDP the timings are summed over processes so that all choose alike. On this project's 2-core
-    AVX2 CPU channels-last trained LKA-NAFNet about x1.1-1.3 faster; on GPUs cuDNN's answer depends on the model.
+    ``auto`` keeps ``resumed`` (the checkpoint's choice) when given; otherwise it follows a fixed rule per device and
+    precision, never a timing: the two formats run different kernels (oneDNN, cuDNN), whose float rounding differs,
+    so a format picked by timing a step let the machine's load pick the weights of a seeded run (alone channels-last,
+    busy contiguous). The rule: channels-last on the CPU (oneDNN's NHWC convolutions trained LKA-NAFNet x1.1-1.3
+    faster on this project's 2-core AVX2 CPU, and folded inference x1.4-2.1) and on CUDA under bf16/fp16 autocast
+    (tensor-core convolutions are NHWC, so NCHW tensors would be transposed around each); contiguous elsewhere.
 
     Args:
         requested: ``auto``, ``contiguous`` or ``channels_last`` (train.memory_format).
-        model: the raw network on ``device``, contiguous; it is left contiguous.
+        device: the training device.
+        precision: the training precision (``fp32``, ``bf16`` or ``fp16``).
+        resumed: the format of the checkpoint a run resumes from, if any.
     """
     if requested != "auto":
         return requested, f"memory format {requested} (train.memory_format)"
     if resumed is not None:
         return resumed, f"memory format {resumed} (auto, kept from the checkpoint)"
-    shape = (min(batch_size, 4), in_channels(model), patch_size, patch_size)
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)  # not from the run's stream
-    inputs = {name: x.contiguous(memory_format=fmt) for name, fmt in MEMORY_FORMATS.items()}
-
-    def step(name: str) -> None:
-        with autocast(device, precision):
-            out = model(inputs[name])
-        out.float().abs().mean().backward()
-
-    was_training = model.training
-    model.train()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        best = time_alternately(
-            step, list(MEMORY_FORMATS), device=device, prepare=lambda n: model.to(memory_format=MEMORY_FORMATS[n])
-        )
-    model.to(memory_format=torch.contiguous_format)
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    seconds = du.all_reduce_sum(torch.tensor([best[n] for n in MEMORY_FORMATS], device=device)).tolist()
-    timed = dict(zip(MEMORY_FORMATS, seconds, strict=True))
-    choice = min(timed, key=timed.__getitem__)
-    ms = ", ".join(f"{n} {t * 1000 / du.get_world_size():.0f} ms" for n, t in timed.items())
-    return choice, f"memory format {choice} (auto: a training step of {x.shape[0]} x {patch_size} px took {ms})"
+    if device.type == "cpu" or (device.type == "cuda" and precision != "fp32"):
+        choice = "channels_last"
+    else:
+        choice = "contiguous"
+    return choice, (
+        f"memory format {choice} (auto: the rule for {device.type} at {precision}, the same whatever the machine's "
+        "load; train.memory_format sets it)"
+    )
 
 
 def build_optimization(

@@ -26,6 +26,8 @@ Layout (``format_version`` 1)::
                        in best.pt. Absent from older checkpoints.
     memory_format      "contiguous" | "channels_last": the training memory format (train.memory_format), which a
                        resume with ``auto`` keeps. Absent from older checkpoints. Tensors are stored contiguous.
+    threads            int | None: torch's intra-op thread count of the run (rank 0's), which a resume reuses (the
+                       count changes how CPU reductions split, so float rounding). Absent from older checkpoints.
 
 ``last.pt`` holds the raw weights in ``model`` (and the EMA in ``ema``): everything needed to resume. ``best.pt``
 holds the weights validation scored, i.e. the EMA weights when EMA is on, in ``model``; it carries no optimizer
@@ -150,6 +152,7 @@ def make_checkpoint(
     rng: Mapping[str, Any] | None = None,
     data_order: Mapping[str, Any] | None = None,
     memory_format: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict documented at the top of this module from plain parts."""
     return {
@@ -172,6 +175,7 @@ def make_checkpoint(
         "rng": None if rng is None else dict(rng),
         "data_order": None if data_order is None else to_plain(dict(data_order)),
         "memory_format": memory_format,
+        "threads": None if threads is None else int(threads),
     }
 
 

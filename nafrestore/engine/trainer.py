@@ -4,12 +4,14 @@ A run lives in ``cfg.run_dir`` (see :mod:`.logging` and :mod:`.checkpoint` for t
 to bottom: the run state, how it is built (:func:`_setup`), the helpers the loop calls (validation, checkpoints,
 logging, stopping), then the loop itself (:func:`_loop`) and :func:`train`. One step is :func:`.step.train_step`.
 
-Resuming is exact for iteration-based runs: on the CPU with a fixed seed, a run interrupted at any step and
-resumed reaches the same weights as an uninterrupted one. The checkpoint restores the model, optimizer, schedule,
-gradient scaler, EMA, step, best score and every random state, and :class:`~nafrestore.data.BatchStream` restores
-the data position (training batches are a function of (seed, rank, epoch) only; for shards also of the process
-and worker counts and the batch size, which the checkpoint stores and a resume must keep). A run with
-``train.time_budget_min`` schedules by elapsed time and is not reproducible across a resume.
+Iteration-based runs are reproducible: on the CPU with a fixed seed, a run gives the same weights alone, beside
+other work, or interrupted at any step and resumed. Nothing that changes numerics is chosen by timing (the memory
+format follows a rule, :func:`.build.choose_memory_format`), and the checkpoint restores the model, optimizer,
+schedule, gradient scaler, EMA, step, best score, every random state, the memory format and the intra-op thread
+count (which decides how CPU sums split), while :class:`~nafrestore.data.BatchStream` restores the data position
+(training batches are a function of (seed, rank, epoch) only; for shards also of the process and worker counts and
+the batch size, which the checkpoint stores and a resume must keep). A run with ``train.time_budget_min``
+schedules by elapsed time, so its weights depend on the machine's speed and load (the log says so at the start).
 
 Multi-process training: launched by ``torchrun``, each process trains on its shard of every batch (``batch_size``
 is per process), rank 0 alone logs and writes files; all processes agree at every step on non-finite losses, stop
@@ -181,6 +183,7 @@ def _setup(
     )
     state.log.info(why_format)
     if ckpt is not None:
+        _reuse_threads(state, ckpt.get("threads"))
         _restore_run_state(state, ckpt)
         state.saved_step = step
     elif cfg.model.init_from is not None:
@@ -189,6 +192,17 @@ def _setup(
     state.probe = torch.rand(1, in_channels(raw), 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     state._clock0 = time.monotonic()
     return state
+
+
+def _reuse_threads(s: TrainState, threads: int | None) -> None:
+    """Compute with the checkpoint's intra-op thread count (None: an older checkpoint, unchanged). The count decides
+    how CPU convolutions and reductions split their sums, so another one (another OMP_NUM_THREADS, another machine)
+    would round differently and the resumed weights would drift from an uninterrupted run's."""
+    now = torch.get_num_threads()
+    if threads and threads != now:
+        torch.set_num_threads(int(threads))
+        s.log.info(f"{threads} intra-op threads, as before the interruption (this process had {now}), so that the "
+                   "resumed run rounds as an uninterrupted one")  # fmt: skip
 
 
 def _restore_run_state(s: TrainState, ckpt: Mapping[str, Any]) -> None:
@@ -226,6 +240,13 @@ def _start(s: TrainState) -> None:
         + (f" or {tc.time_budget_min:g} min" if tc.time_budget_min else "")
         + f"; run directory {s.run_dir}"
     )
+    if tc.time_budget_min:
+        s.log.info(
+            f"train.time_budget_min {tc.time_budget_min:g}: the learning rate follows the clock as well as the steps "
+            "(whichever is further along), so the weights depend on the machine's speed and load, and a resumed run "
+            "differs from an uninterrupted one; train.time_budget_min=null schedules by iterations alone, the same "
+            "weights for the same run.seed"
+        )
     s.window = LogWindow(time.monotonic(), s.step)
 
 
@@ -366,6 +387,7 @@ def _checkpoint(s: TrainState, model: nn.Module, **parts: Any) -> dict[str, Any]
         best_step=s.best_step,
         elapsed_s=s.elapsed,
         memory_format=s.memory_format,
+        threads=torch.get_num_threads(),
         **parts,
     )
 

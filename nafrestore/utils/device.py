@@ -131,8 +131,8 @@ def time_alternately(
 
     Each of ``rounds`` rounds visits every option in turn: ``prepare(option)`` (not timed), one warm-up call (kernel
     and oneDNN primitive selection), then ``repeats`` timed calls. Alternating and keeping each option's best round
-    lets background load, which comes and goes, hit all options alike. The one timer behind the automatic choices
-    of memory format (inference and training) and of precision.
+    lets background load, which comes and goes, hit all options alike. The one timer behind inference's automatic
+    choices of memory format and precision. Training never times: a timed choice changes numerics with the load.
     """
     best = dict.fromkeys(options, float("inf"))
     for _ in range(rounds):

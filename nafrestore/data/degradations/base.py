@@ -75,7 +75,10 @@ class Pipeline(Degradation):
 
 
 class Param:
-    """A fixed number or a ``[lo, hi]`` range drawn uniformly per call (integers for integer parameters)."""
+    """A fixed number or a ``[lo, hi]`` range drawn uniformly per call (integers for integer parameters).
+
+    ``low``/``high`` bound both ends (``strict_low``: ``low`` itself excluded); ``why_high`` is the reason for the
+    upper bound, added to the error message."""
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class Param:
         high: float | None = None,
         integer: bool = False,
         strict_low: bool = False,
+        why_high: str = "",
     ) -> None:
         if isinstance(value, bool) or not (
             isinstance(value, int | float)
@@ -103,7 +107,7 @@ class Param:
             raise ValueError(f"{name} range [{lo}, {hi}] has low > high")
         if lo < low or (strict_low and lo == low) or (high is not None and hi > high):
             bound = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-            raise ValueError(f"{name} must be {bound}, got {value!r}")
+            raise ValueError(f"{name} must be {bound}, got {value!r}" + (f": {why_high}" if why_high else ""))
         self.name = name
         self.lo, self.hi = (int(lo), int(hi)) if integer else (float(lo), float(hi))
         self.integer = integer

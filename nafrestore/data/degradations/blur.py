@@ -11,6 +11,7 @@ import numpy as np
 from .base import DEGRADATIONS, Degradation, Param, _number
 
 __all__ = [
+    "MAX_BLUR_SIZE",
     "CameraShake",
     "DefocusBlur",
     "GaussianBlur",
@@ -22,6 +23,18 @@ __all__ = [
     "shake_trajectory",
     "to_linear",
 ]
+
+
+#: The widest blur (px across: camera_shake's size, motion_blur's kernel_size, a Gaussian's kernel side, a defocus
+#: disk's diameter) a blur step accepts. A blur reads its reach of context around every pixel, and each training
+#: crop is cut that much larger (see ``Degradation.margin``), so memory and time grow with the square of the blur:
+#: camera_shake with size 2000 took 2.7 GB for 32 px crops, size 100000 asked for 447 GiB. GoPro's longest blurs
+#: are 41 px; 255 leaves room for photographs six times GoPro's 1280x720.
+MAX_BLUR_SIZE = 255
+_WHY_MAX = (
+    f"blurs are limited to {MAX_BLUR_SIZE} px across (GoPro's longest are 41 px), because every crop is cut larger by "
+    "the blur's reach and memory grows with its square; downscale the images rather than widen the blur"
+)
 
 
 def _convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -84,7 +97,7 @@ class MotionBlur(Degradation):
     """Camera-shake blur with a fresh random trajectory kernel per sample (see :func:`motion_kernel`).
 
     Args:
-        kernel_size: odd kernel side in pixels (default 21); bounds the blur extent.
+        kernel_size: odd kernel side in pixels, 3-255 (default 21); bounds the blur extent.
         length: trajectory length in pixels, fixed or ``[lo, hi]`` (default ``[kernel_size / 4, kernel_size]``).
         shake: trajectory curviness, fixed or ``[lo, hi]`` in [0, 2] (default ``[0, 1]``).
         impulse: expected number of abrupt turns along the trajectory, fixed or ``[lo, hi]`` in [0, 10]
@@ -100,6 +113,8 @@ class MotionBlur(Degradation):
     ) -> None:
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
+        if kernel_size > MAX_BLUR_SIZE:
+            raise ValueError(f"kernel_size must be <= {MAX_BLUR_SIZE}, got {kernel_size!r}: {_WHY_MAX}")
         self.kernel_size = kernel_size
         self.length = Param("length", [kernel_size / 4, float(kernel_size)] if length is None else length, low=0)
         self.shake = Param("shake", shake, low=0, high=2)
@@ -246,7 +261,7 @@ class CameraShake(Degradation):
 
     Args:
         size: the kernel's size in pixels (the larger side of the blur's bounding box), fixed or ``[lo, hi]``,
-            each at least 3 (default ``[3, 41]``).
+            each in 3-255 (default ``[3, 41]``; see :data:`MAX_BLUR_SIZE`).
         exposure: fraction of the trajectory during which the shutter is open, fixed or ``[lo, hi]`` in (0, 1]
             (default ``[0.25, 1]``); short exposures are straighter.
         anxiety: how much the hand shakes, fixed or ``[lo, hi]`` in [0, 1]; 0 gives straight lines
@@ -275,7 +290,7 @@ class CameraShake(Degradation):
         gamma: float = 2.2,
         frames: int | Sequence[int] | None = None,
     ) -> None:
-        self.size = Param("size", size, low=3)
+        self.size = Param("size", size, low=3, high=MAX_BLUR_SIZE, why_high=_WHY_MAX)
         self.exposure = Param("exposure", exposure, low=0, high=1, strict_low=True)
         self.anxiety = Param("anxiety", anxiety, low=0, high=1)
         self.centripetal = Param("centripetal", centripetal, low=0)
@@ -319,11 +334,12 @@ class GaussianBlur(Degradation):
     """Isotropic Gaussian blur; the kernel side is the odd number ``2 * ceil(3 * sigma) + 1`` (about 6 sigma).
 
     Args:
-        sigma: standard deviation in pixels, fixed or ``[lo, hi]``; 0 leaves the image unchanged.
+        sigma: standard deviation in pixels, fixed or ``[lo, hi]`` in [0, 42] (a kernel of at most 255 px); 0 leaves
+            the image unchanged.
     """
 
     def __init__(self, sigma: float | Sequence[float] = 1.5) -> None:
-        self.sigma = Param("sigma", sigma, low=0)
+        self.sigma = Param("sigma", sigma, low=0, high=(MAX_BLUR_SIZE - 1) // 6, why_high=_WHY_MAX)
 
     @property
     def margin(self) -> int:
@@ -363,11 +379,11 @@ class DefocusBlur(Degradation):
     """Out-of-focus blur: convolution with an antialiased disk (see :func:`defocus_kernel`).
 
     Args:
-        radius: disk radius in pixels, fixed or ``[lo, hi]``.
+        radius: disk radius in pixels, fixed or ``[lo, hi]`` in (0, 127] (a disk of at most 255 px).
     """
 
     def __init__(self, radius: float | Sequence[float] = 3.0) -> None:
-        self.radius = Param("radius", radius, low=0, strict_low=True)
+        self.radius = Param("radius", radius, low=0, strict_low=True, high=(MAX_BLUR_SIZE - 1) // 2, why_high=_WHY_MAX)
 
     @property
     def margin(self) -> int:

@@ -13,7 +13,11 @@ from ...errors import DataError
 from ...registry import did_you_mean
 from .base import DEGRADATIONS, Degradation, Pipeline, _boolean
 
-__all__ = ["OneOf", "RandomApply", "build_degradation"]
+__all__ = ["MAX_MARGIN", "OneOf", "RandomApply", "build_degradation"]
+
+#: The most context (px, on each side) a pipeline's blurs may read together (``Degradation.margin``): two of the
+#: widest blurs (:data:`.blur.MAX_BLUR_SIZE`). Each step is bounded on its own; stacked, their margins add up.
+MAX_MARGIN = 512
 
 
 class RandomApply(Degradation):
@@ -160,7 +164,14 @@ def build_degradation(specs: Sequence[Mapping[str, Any]] | None, *, key: str = "
         raise DataError(
             f"{key} must be a list of degradations, e.g. [{{type: gaussian_noise, sigma: 25}}]; got {specs!r}."
         )
-    return Pipeline([_build_step(spec, f"{key}[{i}]") for i, spec in enumerate(specs or [])])
+    pipeline = Pipeline([_build_step(spec, f"{key}[{i}]") for i, spec in enumerate(specs or [])])
+    if pipeline.margin > MAX_MARGIN:
+        raise DataError(
+            f"{key}: its blurs together read {pipeline.margin} px of context around each pixel, more than the "
+            f"{MAX_MARGIN} allowed: every training crop is cut larger by that much on each side, so memory grows with "
+            "its square. Use fewer or smaller blurs (each blur is at most 255 px across)."
+        )
+    return pipeline
 
 
 def _build_step(spec: Any, where: str) -> Degradation:
