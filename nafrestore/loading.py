@@ -13,7 +13,8 @@
 - :func:`init_state`: the weights a training run starts from (``model.init_from``).
 
 Files are recognised by their bytes, not their names: PyTorch files (zip or legacy pickle) are read with
-``torch.load(weights_only=True)``, so a pickle that carries code is refused; safetensors files directly; nafrestore's
+``torch.load(weights_only=True)``, so a pickle that carries code is refused, naming what it would call (found with
+:mod:`pickletools`, which runs nothing); safetensors files directly; nafrestore's
 TorchScript exports through the safetensors copy of the weights embedded in the archive (read with ``zipfile``,
 so none of the archive's code runs); ONNX exports, other TorchScript files, empty files and anything else get a
 message saying what the file is and what to pass instead. Accepted layouts: a nafrestore checkpoint
@@ -27,12 +28,14 @@ from __future__ import annotations
 import inspect
 import json
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import safe_open
@@ -61,10 +64,17 @@ RESIDUAL_FILTER_ARGS = (
     "residual_highpass_flat",
     "residual_nonlocal_means",
 )
-# What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
-# loading the file without weights_only would run code; other unpickling errors are just unreadable files.
-# (older torch versions said "Unsupported class").
-_CODE_MARKERS = ("Unsupported global", "was not an allowed global", "Unsupported class", "unrecognized function")
+# The globals (functions and classes) a pickle of tensors and plain containers refers to: torch's tensor and storage
+# rebuilders, dtypes and sizes, OrderedDict, the codec of protocol 2 bytes, a few builtin types. Any other global is
+# code that unpickling would import and call (os.system, print, a model class and its __setstate__).
+_PLAIN_MODULES = ("torch", "collections", "_codecs")
+_PLAIN_BUILTINS = ("builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.complex", "builtins.slice")
+# The opcodes that push a string: STACK_GLOBAL (protocol 4+) takes its module and name from the two last pushed.
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING")
+# A legacy torch.save file is five consecutive pickles (magic number, protocol, system info, the object, the storage
+# keys), then raw tensor bytes, which are not scanned.
+_MAX_PICKLES = 5
+_MAX_PICKLE_SCAN = 1 << 20  # bytes: files of no known kind are scanned for code up to this size
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -190,7 +200,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return _read_torchscript(path)
     if kind in ("torch", "pickle"):
         return _torch_load(path)
-    raise CheckpointError(_not_loadable_message(path, kind))
+    # A protocol 0/1 pickle has no PROTO opcode to know it by; one that carries code is small (its length fields
+    # could otherwise make the scan read a large unrelated file whole).
+    code = _code_globals(path) if kind == "unknown" and path.stat().st_size <= _MAX_PICKLE_SCAN else []
+    raise CheckpointError(_code_message(path, code) if code else _not_loadable_message(path, kind))
 
 
 def _file_kind(path: Path) -> str:
@@ -268,18 +281,18 @@ def _not_loadable_message(path: Path, kind: str) -> str:
 
 def _torch_load(path: Path) -> dict[str, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol other than 2: the errors below say more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(exc)
-        if any(marker in str(exc) for marker in _CODE_MARKERS):
-            raise CheckpointError(
-                f"Refusing to load {path}: it holds Python objects other than tensors and plain containers "
-                f"({detail}). Loading it would run code from the file. If you trust it, re-save only its state "
-                f"dict: torch.save(obj['params'] or obj.state_dict(), 'weights.pth')."
-            ) from None
+        # torch names the global it refused ("GLOBAL posix.system"); a pickle it could not parse that far (protocol
+        # 4, which torch.save never writes) is scanned for them.
+        code = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", str(exc)) + _code_globals(path)))
+        if code:
+            raise CheckpointError(_code_message(path, code)) from None
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint, or it is corrupt: its pickle data cannot be read ({detail}). "
-            f"Re-download or re-save it."
+            f"{path} is not a PyTorch checkpoint, or it is corrupt: its pickle data cannot be read "
+            f"({_unpickler_detail(exc)}). Re-download or re-save it."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
@@ -291,6 +304,65 @@ def _torch_load(path: Path) -> dict[str, Any]:
     return dict(obj)
 
 
+def _code_message(path: Path, code: list[str]) -> str:
+    """The refusal of a pickle that holds code: the globals it would call (``code``), and that none of it ran."""
+    names = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+    return (
+        f"Refusing to load {path}: the file holds code (it refers to the Python functions or classes {names}), "
+        f"which unpickling it (pickle.load, or torch.load with weights_only=False) would run. It was not run: "
+        f"nafrestore reads checkpoints with weights_only=True and stopped there. A checkpoint needs only tensors; if "
+        f"you trust the file, re-save its weights alone (torch.save(obj['params'] or obj.state_dict(), "
+        f"'weights.pth')), or ask its author for a .safetensors file."
+    )
+
+
+def _code_globals(path: Path) -> list[str]:
+    """The globals a pickle file refers to that are not plain data (see ``_PLAIN_MODULES``), as ``module.name``.
+
+    Read with :mod:`pickletools`, which parses the opcodes and imports or calls nothing: a torch.save zip's
+    ``data.pkl``, else the file's consecutive pickles. Only pickles that parse to their end count, so bytes that
+    merely start like one name nothing.
+    """
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                entry = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                if entry is not None:
+                    with archive.open(entry) as f:
+                        _scan_pickles(f, found)
+        else:
+            with open(path, "rb") as f:
+                _scan_pickles(f, found)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        pass
+    return [g for g in dict.fromkeys(found) if g not in _PLAIN_BUILTINS and g.split(".")[0] not in _PLAIN_MODULES]
+
+
+def _scan_pickles(f: IO[bytes], found: list[str]) -> None:
+    """Append to ``found`` the globals of each complete pickle read from ``f`` (at most ``_MAX_PICKLES``)."""
+    for _ in range(_MAX_PICKLES):
+        names: list[str] = []
+        pushed: list[Any] = []  # what the opcodes pushed, strings as themselves (STACK_GLOBAL pops two)
+        memo: dict[Any, Any] = {}
+        try:
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))  # pickletools gives "module name"
+                elif op.name == "STACK_GLOBAL":
+                    last = pushed[-2:]
+                    names.append(".".join(last) if all(isinstance(x, str) for x in last) and last else "(unnamed)")
+                elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if op.name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif op.name != "FRAME":
+                    pushed.append(arg if op.name in _STRING_OPS else None)
+        except ValueError:  # not (or no longer) a pickle: raw tensor bytes, the end of the file, garbage
+            return
+        found.extend(names)
+
+
 def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (200 characters at most), else its type name."""
     for line in str(exc).splitlines():
@@ -300,12 +372,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unpickler_detail(exc: BaseException) -> str:
-    """The useful part of a weights_only refusal (e.g. ``Unsupported global: GLOBAL print was not an allowed
-    global by default``), which torch puts after several lines of advice; else the first line."""
+    """The useful part of a weights_only refusal (e.g. ``Unsupported operand 149``), which torch puts after
+    several lines of advice (to retry with ``weights_only=False``, which nafrestore never does); else the first line
+    that is not that advice."""
     found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-    if found is None:
-        return _first_line(exc)
-    return found.group(1).split(". ")[0].strip().rstrip(".")[:200]  # its first sentence; the rest is advice
+    if found is not None:
+        return found.group(1).split(". ")[0].strip().rstrip(".")[:200]  # its first sentence; the rest is advice
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
+    useful = [line for line in lines if not line.startswith(advice)]
+    return useful[0][:200] if useful else type(exc).__name__
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:

@@ -569,6 +569,16 @@ class Payload:
         return (print, ("code ran",))
 
 
+class MarkerPayload:
+    """Unpickled, it creates the file ``path``: proof that the code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
 def test_pickle_carrying_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
@@ -593,23 +603,60 @@ def test_bare_weights_without_architecture_ask_for_model(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Files that are not what they seem: each gets its own message, and only real code in a pickle "would run code"
+# Files that are not what they seem: each gets its own message, and only real code in a pickle "holds code"
 
 
 def _refusal(path: Path) -> str:
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(path)
     message = str(err.value)
-    assert str(path) in message and "would run code" not in message, message
+    assert str(path) in message and "holds code" not in message, message
     return message
 
 
-def test_pickle_carrying_code_says_it_would_run_code(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
-    with pytest.raises(CheckpointError, match="would run code") as err:
+def _save_pickle(obj, path: Path, how: str) -> None:
+    """``obj`` written as torch.save does (zip or legacy) or as pickle.dump does (protocol 0, 2 or 4)."""
+    import pickle
+
+    if how == "torch":
+        torch.save(obj, path)
+    elif how == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    else:
+        path.write_bytes(pickle.dumps(obj, protocol=int(how[-1])))
+
+
+@pytest.mark.parametrize("how", ["torch", "legacy", "pickle0", "pickle2", "pickle4"])
+def test_pickle_carrying_code_says_it_holds_code_that_was_not_run(tmp_path, how):
+    path, marker = tmp_path / "evil.pth", tmp_path / "code-ran"
+    _save_pickle({"params": {"x": torch.zeros(1)}, "hook": MarkerPayload(marker)}, path, how)
+    with pytest.raises(CheckpointError, match="holds code") as err:
         read_checkpoint(path)
-    assert "print" in str(err.value)  # names the global it refused
+    message = str(err.value)
+    assert "io.open" in message and "It was not run" in message  # names the global it refused (open is io.open)
+    assert "corrupt" not in message and "will likely succeed" not in message  # not torch's advice to retry
+    assert not marker.exists()
+
+
+def test_a_pickle_of_plain_data_torch_cannot_read_is_not_said_to_hold_code(tmp_path):
+    _save_pickle({"a": [1, 2.0, "x"]}, tmp_path / "plain.pt", "pickle4")  # protocol 4: torch's reader stops early
+    message = _refusal(tmp_path / "plain.pt")
+    assert "cannot be read (Unsupported operand" in message and "weights_only" not in message
+
+
+def test_infer_with_a_code_carrying_checkpoint_says_it_holds_code_and_ran_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from nafrestore.cli import app
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"")  # the model is loaded before any image is read
+    marker, ckpt = tmp_path / "code-ran", tmp_path / "evil.pt"
+    torch.save({"model_name": "nafnet", "model_args": TINY["nafnet"], "hook": MarkerPayload(marker)}, ckpt)
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt)])
+    assert result.exit_code == 2, result.output
+    assert f"error: Refusing to load {ckpt}: the file holds code" in result.output and "Traceback" not in result.output
+    assert "It was not run" in result.output and not marker.exists()
 
 
 def test_empty_checkpoint_is_reported(tmp_path):
