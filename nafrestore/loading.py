@@ -8,12 +8,15 @@
   config/preset plus weights) -> a :class:`ModelSpec`: the architecture, the weights and where they came from.
 - :func:`resolve_source`: the command line's ``--ckpt`` / ``--model`` -> :func:`load_spec`'s arguments.
 - :func:`build_model`: a registered name and its arguments -> the network (the training loop, ``info``, ``infer``,
-  ``eval`` and ``export`` all build through it).
+  ``eval`` and ``export`` all build through it), sized first by :func:`check_size` (on the meta device, so that a
+  crafted width or block count is refused before anything is allocated).
+- :func:`check_recorded`: the architecture and config a file records, checked before anything is built from them.
 - :func:`load_weights`: a state dict into a network, strictly, with one readable message on any mismatch.
 - :func:`init_state`: the weights a training run starts from (``model.init_from``).
 
 Files are recognised by their bytes, not their names: PyTorch files (zip or legacy pickle) are read with
-``torch.load(weights_only=True)``, so a pickle that carries code is refused; safetensors files directly; nafrestore's
+``torch.load(weights_only=True)``, so a pickle that carries code is refused, naming what it would call (found with
+:mod:`pickletools`, which runs nothing); safetensors files directly, their metadata checked; nafrestore's
 TorchScript exports through the safetensors copy of the weights embedded in the archive (read with ``zipfile``,
 so none of the archive's code runs); ONNX exports, other TorchScript files, empty files and anything else get a
 message saying what the file is and what to pass instead. Accepted layouts: a nafrestore checkpoint
@@ -27,20 +30,23 @@ from __future__ import annotations
 import inspect
 import json
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from .config import config_to_dict, load_config
-from .errors import CheckpointError, NafrestoreError
+from .config import config_from_dict, config_to_dict, load_config
+from .errors import CheckpointError, ConfigError, NafrestoreError
 from .models import MODELS, create_model
 from .models.gated import pair_state
 from .models.pretrained import DEFAULT, PretrainedModel, find_pretrained, model_names, pretrained_file
@@ -61,10 +67,20 @@ RESIDUAL_FILTER_ARGS = (
     "residual_highpass_flat",
     "residual_nonlocal_means",
 )
-# What torch.load(weights_only=True) says when a pickle refers to a Python object it will not import, i.e. when
-# loading the file without weights_only would run code; other unpickling errors are just unreadable files.
-# (older torch versions said "Unsupported class").
-_CODE_MARKERS = ("Unsupported global", "was not an allowed global", "Unsupported class", "unrecognized function")
+#: The version of the metadata nafrestore writes beside the weights of its safetensors and TorchScript exports
+#: (:meth:`ModelSpec.metadata`); files of another version are refused rather than read by guesswork.
+METADATA_VERSION = 1
+# The globals (functions and classes) a pickle of tensors and plain containers refers to: torch's tensor and storage
+# rebuilders, dtypes and sizes, OrderedDict, the codec of protocol 2 bytes, a few builtin types. Any other global is
+# code that unpickling would import and call (os.system, print, a model class and its __setstate__).
+_PLAIN_MODULES = ("torch", "collections", "_codecs")
+_PLAIN_BUILTINS = ("builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.complex", "builtins.slice")
+# The opcodes that push a string: STACK_GLOBAL (protocol 4+) takes its module and name from the two last pushed.
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING")
+# A legacy torch.save file is five consecutive pickles (magic number, protocol, system info, the object, the storage
+# keys), then raw tensor bytes, which are not scanned.
+_MAX_PICKLES = 5
+_MAX_PICKLE_SCAN = 1 << 20  # bytes: files of no known kind are scanned for code up to this size
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -190,7 +206,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return _read_torchscript(path)
     if kind in ("torch", "pickle"):
         return _torch_load(path)
-    raise CheckpointError(_not_loadable_message(path, kind))
+    # A protocol 0/1 pickle has no PROTO opcode to know it by; one that carries code is small (its length fields
+    # could otherwise make the scan read a large unrelated file whole).
+    code = _code_globals(path) if kind == "unknown" and path.stat().st_size <= _MAX_PICKLE_SCAN else []
+    raise CheckpointError(_code_message(path, code) if code else _not_loadable_message(path, kind))
 
 
 def _file_kind(path: Path) -> str:
@@ -268,18 +287,18 @@ def _not_loadable_message(path: Path, kind: str) -> str:
 
 def _torch_load(path: Path) -> dict[str, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol other than 2: the errors below say more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(exc)
-        if any(marker in str(exc) for marker in _CODE_MARKERS):
-            raise CheckpointError(
-                f"Refusing to load {path}: it holds Python objects other than tensors and plain containers "
-                f"({detail}). Loading it would run code from the file. If you trust it, re-save only its state "
-                f"dict: torch.save(obj['params'] or obj.state_dict(), 'weights.pth')."
-            ) from None
+        # torch names the global it refused ("GLOBAL posix.system"); a pickle it could not parse that far (protocol
+        # 4, which torch.save never writes) is scanned for them.
+        code = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", str(exc)) + _code_globals(path)))
+        if code:
+            raise CheckpointError(_code_message(path, code)) from None
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint, or it is corrupt: its pickle data cannot be read ({detail}). "
-            f"Re-download or re-save it."
+            f"{path} is not a PyTorch checkpoint, or it is corrupt: its pickle data cannot be read "
+            f"({_unpickler_detail(exc)}). Re-download or re-save it."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
@@ -291,6 +310,65 @@ def _torch_load(path: Path) -> dict[str, Any]:
     return dict(obj)
 
 
+def _code_message(path: Path, code: list[str]) -> str:
+    """The refusal of a pickle that holds code: the globals it would call (``code``), and that none of it ran."""
+    names = ", ".join(code[:3]) + (f" and {len(code) - 3} more" if len(code) > 3 else "")
+    return (
+        f"Refusing to load {path}: the file holds code (it refers to the Python functions or classes {names}), "
+        f"which unpickling it (pickle.load, or torch.load with weights_only=False) would run. It was not run: "
+        f"nafrestore reads checkpoints with weights_only=True and stopped there. A checkpoint needs only tensors; if "
+        f"you trust the file, re-save its weights alone (torch.save(obj['params'] or obj.state_dict(), "
+        f"'weights.pth')), or ask its author for a .safetensors file."
+    )
+
+
+def _code_globals(path: Path) -> list[str]:
+    """The globals a pickle file refers to that are not plain data (see ``_PLAIN_MODULES``), as ``module.name``.
+
+    Read with :mod:`pickletools`, which parses the opcodes and imports or calls nothing: a torch.save zip's
+    ``data.pkl``, else the file's consecutive pickles. Only pickles that parse to their end count, so bytes that
+    merely start like one name nothing.
+    """
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                entry = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                if entry is not None:
+                    with archive.open(entry) as f:
+                        _scan_pickles(f, found)
+        else:
+            with open(path, "rb") as f:
+                _scan_pickles(f, found)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        pass
+    return [g for g in dict.fromkeys(found) if g not in _PLAIN_BUILTINS and g.split(".")[0] not in _PLAIN_MODULES]
+
+
+def _scan_pickles(f: IO[bytes], found: list[str]) -> None:
+    """Append to ``found`` the globals of each complete pickle read from ``f`` (at most ``_MAX_PICKLES``)."""
+    for _ in range(_MAX_PICKLES):
+        names: list[str] = []
+        pushed: list[Any] = []  # what the opcodes pushed, strings as themselves (STACK_GLOBAL pops two)
+        memo: dict[Any, Any] = {}
+        try:
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))  # pickletools gives "module name"
+                elif op.name == "STACK_GLOBAL":
+                    last = pushed[-2:]
+                    names.append(".".join(last) if all(isinstance(x, str) for x in last) and last else "(unnamed)")
+                elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if op.name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif op.name != "FRAME":
+                    pushed.append(arg if op.name in _STRING_OPS else None)
+        except ValueError:  # not (or no longer) a pickle: raw tensor bytes, the end of the file, garbage
+            return
+        found.extend(names)
+
+
 def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (200 characters at most), else its type name."""
     for line in str(exc).splitlines():
@@ -300,12 +378,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unpickler_detail(exc: BaseException) -> str:
-    """The useful part of a weights_only refusal (e.g. ``Unsupported global: GLOBAL print was not an allowed
-    global by default``), which torch puts after several lines of advice; else the first line."""
+    """The useful part of a weights_only refusal (e.g. ``Unsupported operand 149``), which torch puts after
+    several lines of advice (to retry with ``weights_only=False``, which nafrestore never does); else the first line
+    that is not that advice."""
     found = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-    if found is None:
-        return _first_line(exc)
-    return found.group(1).split(". ")[0].strip().rstrip(".")[:200]  # its first sentence; the rest is advice
+    if found is not None:
+        return found.group(1).split(". ")[0].strip().rstrip(".")[:200]  # its first sentence; the rest is advice
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line]
+    useful = [line for line in lines if not line.startswith(advice)]
+    return useful[0][:200] if useful else type(exc).__name__
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
@@ -315,15 +397,88 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             meta = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"Cannot read safetensors file {path}: {exc}.") from None
-    return _checkpoint_from(tensors, meta)
+    return _checkpoint_from(tensors, meta, path)
 
 
-def _checkpoint_from(tensors: dict[str, torch.Tensor], meta: Mapping[str, str]) -> dict[str, Any]:
-    """The checkpoint dict of safetensors weights: ``{"model": tensors}`` plus nafrestore's metadata, if any."""
+def _checkpoint_from(tensors: dict[str, torch.Tensor], meta: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The checkpoint dict of safetensors weights: ``{"model": tensors}`` plus nafrestore's metadata, if any
+    (checked: :func:`_read_metadata`)."""
     ckpt: dict[str, Any] = {"model": tensors}
     if "nafrestore" in meta:
-        ckpt.update(json.loads(meta["nafrestore"]))
+        ckpt.update(_read_metadata(meta["nafrestore"], path))
     return ckpt
+
+
+def _read_metadata(text: str, path: Path) -> dict[str, Any]:
+    """nafrestore's metadata of an export (the ``nafrestore`` entry of its safetensors header, see
+    :meth:`ModelSpec.metadata`), checked to be a JSON object of a known ``format_version``. :func:`load_spec` checks
+    the architecture and config it records (:func:`check_recorded`) before building anything from them.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong.
+    """
+    where = f"{path}: its metadata (the 'nafrestore' entry of the safetensors header)"
+    again = (
+        "export it again from its checkpoint (nafrestore export CHECKPOINT --format safetensors), or give its "
+        "weights with the config of their architecture (--model CONFIG --ckpt FILE)."
+    )
+    damaged = f"The file is damaged, or was not written by nafrestore: {again}"
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
+        raise CheckpointError(f"{where} is not valid JSON ({_first_line(exc)}). {damaged}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{where} is a JSON {type(meta).__name__}, not an object with format_version, model_name, model_args and "
+            f"config. {damaged}"
+        )
+    version = meta.get("format_version")
+    if version != METADATA_VERSION or isinstance(version, bool):
+        raise CheckpointError(
+            f"{where} has format_version {json.dumps(version)[:80]}; this nafrestore reads version {METADATA_VERSION} "
+            f"only. If a newer nafrestore wrote the file, upgrade nafrestore; else it is damaged: {again}"
+        )
+    return meta
+
+
+def check_recorded(record: Mapping[str, Any], where: str) -> None:
+    """Check the architecture a checkpoint or export records (``model_name``, ``model_args``, ``tlc_train_size``,
+    ``config``) before anything is built from it: the types, a registered name, and the config as a config file is
+    checked (:func:`~nafrestore.config.config_from_dict`). The size is checked when the network is built
+    (:func:`check_size`).
+
+    Args:
+        record: the checkpoint dict or the export's metadata.
+        where: the file (and part of it) for messages.
+
+    Raises:
+        CheckpointError: naming ``where`` and the entry.
+    """
+    name, args, tlc = record.get("model_name"), record.get("model_args"), record.get("tlc_train_size")
+    fix = "The file is damaged or was edited; give the checkpoint it came from, or its weights with a config."
+    if not isinstance(name, str) or name not in MODELS:
+        raise CheckpointError(
+            f"{where}: model_name is {json.dumps(name)[:80]}, not a registered model "
+            f"({', '.join(MODELS.names())}).{did_you_mean(str(name), MODELS.names())} {fix}"
+        )
+    if args is not None and not isinstance(args, Mapping):
+        raise CheckpointError(f"{where}: model_args is a {type(args).__name__}, not a mapping of arguments. {fix}")
+    if tlc is not None and (isinstance(tlc, bool) or not isinstance(tlc, int) or tlc < 0):
+        raise CheckpointError(f"{where}: tlc_train_size is {json.dumps(tlc)[:80]}, not a size in pixels. {fix}")
+    config = record.get("config")
+    if isinstance(config, str):  # tolerate a JSON string
+        try:
+            config = json.loads(config)
+        except (ValueError, RecursionError) as exc:
+            raise CheckpointError(f"{where}: config is a string but not JSON ({_first_line(exc)}). {fix}") from None
+    if not config:
+        return
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: config is a {type(config).__name__}, not a mapping of sections. {fix}")
+    try:
+        config_from_dict(config, source=f"{where}, its config")
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc} {fix}") from None
 
 
 def _read_torchscript(path: Path) -> dict[str, Any]:
@@ -349,7 +504,7 @@ def _read_torchscript(path: Path) -> dict[str, Any]:
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"The weights embedded in {path} cannot be read: {_first_line(exc)}.") from None
-    return _checkpoint_from(tensors, header.get("__metadata__") or {})
+    return _checkpoint_from(tensors, header.get("__metadata__") or {}, path)
 
 
 def state_dict_from(obj: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
@@ -432,6 +587,102 @@ def init_state(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     return state_dict_from(read_checkpoint(path)), where
 
 
+#: The most values (parameters and buffers) nafrestore builds a network with: about 8 times the largest published
+#: NAFNet (SIDD, width 64: 116 M). A file or config that asks for more is damaged or crafted (width 100000 would take
+#: about 40 GB).
+MAX_PARAMETERS = 1_000_000_000
+#: The most blocks and levels of a network (every count of ``enc_blocks``, ``middle_blocks`` and ``dec_blocks``,
+#: plus one per level, both networks of a pair together; NAFNet-GoPro and NAFNet-SIDD have 44): checked first,
+#: because counting the parameters builds the network's skeleton module by module.
+MAX_BLOCKS = 1000
+
+
+def check_size(name: str, args: Mapping[str, Any]) -> int:
+    """Refuse an architecture too large to build, before any of its memory is allocated; returns its size.
+
+    The blocks are counted from the arguments; the parameters and buffers from the network's skeleton (built by
+    :class:`_Skeleton`: shapes only, no memory), so every argument that sets a size counts: width, block counts,
+    expansions, channels, a Gaussian's radius.
+
+    Raises:
+        NafrestoreError: more than :data:`MAX_BLOCKS` blocks and levels, or :data:`MAX_PARAMETERS` values, naming
+            the count, the limit and the arguments; TypeError, ValueError, KeyError, RuntimeError: arguments the
+            network does not take (or sizes that overflow), as its constructor raises them.
+    """
+    blocks = _block_count(args)
+    if blocks > MAX_BLOCKS:
+        raise NafrestoreError(
+            f"Model {name!r} with {_shown_args(args)} has {blocks} blocks and levels (enc_blocks, middle_blocks, "
+            f"dec_blocks and the levels together); nafrestore builds at most {MAX_BLOCKS} (NAFNet-GoPro has 44). The "
+            f"file or config that gives this architecture is damaged or was made to exhaust memory: check its block "
+            f"counts."
+        )
+    with _Skeleton():
+        skeleton = create_model(name, **dict(args))
+    count = sum(t.numel() for t in [*skeleton.parameters(), *skeleton.buffers()])
+    if count > MAX_PARAMETERS:
+        raise NafrestoreError(
+            f"Model {name!r} with {_shown_args(args)} would hold {count / 1e6:,.0f} M parameters and buffers "
+            f"({count * 4 / 2**30:,.1f} GiB as float32); nafrestore builds at most {MAX_PARAMETERS / 1e6:,.0f} M (the "
+            f"largest published NAFNet has 116 M), so nothing was allocated. The file or config that gives this "
+            f"architecture is damaged or was made to exhaust memory: check its width, block counts and filter sizes."
+        )
+    return count
+
+
+class _Skeleton(TorchFunctionMode):
+    """While active, modules are built as skeletons: the tensors that carry their size (parameters, buffers: made
+    by ``empty``, ``zeros``, ``ones``, ``full``, ``rand``, ``randn``) on the meta device, shapes without memory.
+
+    Why not ``with torch.device("meta")``: small computed constants (Gaussian taps, drop-path rates) would then be
+    meta too, and meta ``arange`` goes through a Python decomposition whose first use imports torch._dynamo (1.3 s
+    measured, on every command that loads a model); and ``linspace(...).tolist()`` fails on the meta device. So
+    ranges are made on the CPU, unless longer than :data:`MAX_PARAMETERS` (a crafted Gaussian sigma of 1e9).
+    """
+
+    _SIZED = (torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn)
+    _RANGES = (torch.arange, torch.linspace)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if kwargs.get("device") is None and (
+            func in self._SIZED or (func in self._RANGES and _range_length(func, args, kwargs) > MAX_PARAMETERS)
+        ):
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _range_length(func: Any, args: tuple, kwargs: dict[str, Any]) -> float:
+    """How many values a call of ``torch.linspace`` or ``torch.arange`` asks for (0 when it cannot tell)."""
+    try:
+        if func is torch.linspace:
+            return float(args[2] if len(args) > 2 else kwargs["steps"])
+        given = dict(zip(("start", "end", "step"), (0, *args) if len(args) == 1 else args, strict=False))
+        bounds = {"start": 0, "step": 1, **kwargs, **given}  # arange(end) or arange(start, end, step)
+        return abs((float(bounds["end"]) - float(bounds["start"])) / float(bounds["step"]))
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError):
+        return 0.0
+
+
+def _block_count(args: Mapping[str, Any]) -> int:
+    """The blocks and levels the ``*_blocks`` arguments ask for, in nested arguments too (a pair's networks)."""
+    total = 0
+    for key, value in args.items():
+        if isinstance(value, Mapping):
+            total += _block_count(value)
+        elif str(key).endswith("blocks") and isinstance(value, list | tuple):
+            total += len(value) + sum(v for v in value if isinstance(v, int) and v > 0)
+        elif str(key).endswith("blocks") and isinstance(value, int) and value > 0:
+            total += value
+    return total
+
+
+def _shown_args(args: Mapping[str, Any]) -> str:
+    """The arguments for a message, 300 characters at most (a crafted file's can be long)."""
+    text = str(dict(args))
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None = None) -> nn.Module:
     """The registered network ``name`` built with ``args``, with random weights, in training mode.
 
@@ -441,13 +692,15 @@ def build_model(name: str, args: Mapping[str, Any], tlc_train_size: int | None =
         tlc_train_size: switch the test-time local converter on for this training patch size (None: off).
 
     Raises:
-        NafrestoreError: an unknown name or arguments the model does not take.
+        NafrestoreError: an unknown name, arguments the model does not take, or an architecture too large to build
+            (:func:`check_size`, checked before anything is allocated).
     """
     try:
+        check_size(name, args)
         return create_model(name, tlc_train_size=tlc_train_size, **dict(args))
-    except (TypeError, ValueError, KeyError) as exc:
-        reason = exc.args[0] if exc.args else exc
-        raise NafrestoreError(f"Model {name!r} cannot be built with {dict(args)}: {reason}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # RuntimeError: sizes that overflow
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else _first_line(exc)
+        raise NafrestoreError(f"Model {name!r} cannot be built with {_shown_args(args)}: {reason}") from None
 
 
 @dataclass
@@ -494,7 +747,7 @@ class ModelSpec:
     def metadata(self) -> dict[str, Any]:
         """What a safetensors export stores next to the weights (read back by :func:`read_checkpoint`)."""
         return {
-            "format_version": 1,
+            "format_version": METADATA_VERSION,
             "model_name": self.model_name,
             "model_args": self.model_args,
             "tlc_train_size": self.tlc_train_size,
@@ -540,8 +793,9 @@ def load_spec(source: str | Path, weights: str | Path | None = None, *, require_
             f"architecture with --model, e.g. --model configs/nafnet-sidd-width32.yaml --ckpt {path} "
             f"(Python: load_model('configs/nafnet-sidd-width32.yaml', weights={str(path)!r}))."
         )
+    check_recorded(ckpt, str(path))
     config = ckpt.get("config") or {}
-    if isinstance(config, str):  # tolerate a JSON string
+    if isinstance(config, str):  # tolerate a JSON string (check_recorded parsed it once)
         config = json.loads(config)
     tlc_size = ckpt.get("tlc_train_size")
     return ModelSpec(

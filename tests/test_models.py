@@ -3,6 +3,7 @@ TLC, loading."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -569,6 +570,16 @@ class Payload:
         return (print, ("code ran",))
 
 
+class MarkerPayload:
+    """Unpickled, it creates the file ``path``: proof that the code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
 def test_pickle_carrying_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
@@ -593,23 +604,60 @@ def test_bare_weights_without_architecture_ask_for_model(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Files that are not what they seem: each gets its own message, and only real code in a pickle "would run code"
+# Files that are not what they seem: each gets its own message, and only real code in a pickle "holds code"
 
 
 def _refusal(path: Path) -> str:
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(path)
     message = str(err.value)
-    assert str(path) in message and "would run code" not in message, message
+    assert str(path) in message and "holds code" not in message, message
     return message
 
 
-def test_pickle_carrying_code_says_it_would_run_code(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"params": {"x": torch.zeros(1)}, "hook": Payload()}, path)
-    with pytest.raises(CheckpointError, match="would run code") as err:
+def _save_pickle(obj, path: Path, how: str) -> None:
+    """``obj`` written as torch.save does (zip or legacy) or as pickle.dump does (protocol 0, 2 or 4)."""
+    import pickle
+
+    if how == "torch":
+        torch.save(obj, path)
+    elif how == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    else:
+        path.write_bytes(pickle.dumps(obj, protocol=int(how[-1])))
+
+
+@pytest.mark.parametrize("how", ["torch", "legacy", "pickle0", "pickle2", "pickle4"])
+def test_pickle_carrying_code_says_it_holds_code_that_was_not_run(tmp_path, how):
+    path, marker = tmp_path / "evil.pth", tmp_path / "code-ran"
+    _save_pickle({"params": {"x": torch.zeros(1)}, "hook": MarkerPayload(marker)}, path, how)
+    with pytest.raises(CheckpointError, match="holds code") as err:
         read_checkpoint(path)
-    assert "print" in str(err.value)  # names the global it refused
+    message = str(err.value)
+    assert "io.open" in message and "It was not run" in message  # names the global it refused (open is io.open)
+    assert "corrupt" not in message and "will likely succeed" not in message  # not torch's advice to retry
+    assert not marker.exists()
+
+
+def test_a_pickle_of_plain_data_torch_cannot_read_is_not_said_to_hold_code(tmp_path):
+    _save_pickle({"a": [1, 2.0, "x"]}, tmp_path / "plain.pt", "pickle4")  # protocol 4: torch's reader stops early
+    message = _refusal(tmp_path / "plain.pt")
+    assert "cannot be read (Unsupported operand" in message and "weights_only" not in message
+
+
+def test_infer_with_a_code_carrying_checkpoint_says_it_holds_code_and_ran_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from nafrestore.cli import app
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"")  # the model is loaded before any image is read
+    marker, ckpt = tmp_path / "code-ran", tmp_path / "evil.pt"
+    torch.save({"model_name": "nafnet", "model_args": TINY["nafnet"], "hook": MarkerPayload(marker)}, ckpt)
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt)])
+    assert result.exit_code == 2, result.output
+    assert f"error: Refusing to load {ckpt}: the file holds code" in result.output and "Traceback" not in result.output
+    assert "It was not run" in result.output and not marker.exists()
 
 
 def test_empty_checkpoint_is_reported(tmp_path):
@@ -637,6 +685,77 @@ def test_error_without_a_message_names_its_type(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "load", failing_load)
     assert "RuntimeError" in _refusal(tmp_path / "w.pth")
+
+
+# Crafted safetensors metadata: refused with the file and the entry named, before anything is built
+
+GOOD_META = {"format_version": 1, "model_name": "nafnet", "model_args": TINY["nafnet"], "tlc_train_size": None,
+             "config": {}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ("{not json", "its metadata (the 'nafrestore' entry of the safetensors header) is not valid JSON"),
+        ("[1, 2]", "its metadata (the 'nafrestore' entry of the safetensors header) is a JSON list, not an object"),
+        ({**GOOD_META, "format_version": 99}, "has format_version 99; this nafrestore reads version 1 only"),
+        ({k: v for k, v in GOOD_META.items() if k != "format_version"}, "has format_version null"),
+        ({**GOOD_META, "model_name": "nafnett"}, 'model_name is "nafnett", not a registered model'),
+        ({**GOOD_META, "model_args": [4]}, "model_args is a list, not a mapping of arguments"),
+        ({**GOOD_META, "tlc_train_size": "big"}, 'tlc_train_size is "big", not a size in pixels'),
+        ({**GOOD_META, "config": {"train": {"lr": "fast"}}}, "train.lr (SRC, its config) must be a number"),
+        ({**GOOD_META, "config": {"modle": {}}}, "Did you mean 'model'?"),
+        (
+            {**GOOD_META, "model_args": {**TINY["nafnet"], "width": 100000}},
+            "would hold 2,620,039 M parameters and buffers",
+        ),
+        ({**GOOD_META, "model_args": {**TINY["nafnet"], "middle_blocks": 10**9}}, "has 1000000008 blocks and levels"),
+        ({**GOOD_META, "model_args": {**TINY["nafnet"], "width": 10**30}}, "cannot be built with"),
+    ],
+)
+def test_crafted_safetensors_metadata_is_refused_naming_the_file(tmp_path, metadata, expected):
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from nafrestore.cli import app
+
+    path = tmp_path / "crafted.safetensors"
+    state = {k: v.contiguous() for k, v in create_model("nafnet", **TINY["nafnet"]).state_dict().items()}
+    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    save_file(state, str(path), metadata={"nafrestore": text})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"")  # the model is loaded before any image is read
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ckpt", str(path)])
+    assert result.exit_code == 2, result.output
+    message = result.output.replace("\n", " ")
+    assert message.startswith("error: ") and str(path) in message and "Traceback" not in message
+    assert expected.replace("SRC", str(path)) in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_architecture_is_sized_before_it_is_built(tmp_path):
+    from nafrestore.errors import NafrestoreError
+    from nafrestore.loading import MAX_PARAMETERS, check_size
+
+    # The skeleton holds what the network will: the presets (and the shipped pairs' configs) pass, at their sizes.
+    for config in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(config)
+        real = create_model(cfg.model.name, **cfg.model.args)
+        size = sum(t.numel() for t in [*real.parameters(), *real.buffers()])
+        assert check_size(cfg.model.name, cfg.model.args) == size < MAX_PARAMETERS
+    assert check_size("nafnet", load_config(CONFIGS / "nafnet-sidd-width64.yaml").model.args) == 115_982_915
+    wide = {**TINY["lka_nafnet"], "width": 100000, "drop_path_rate": 0.1}
+    pair = {"mild": TINY["nafnet"], "strong": {**TINY["nafnet"], "enc_blocks": [600, 1], "dec_blocks": [600, 1]}}
+    blur = {**TINY["nafnet"], "residual_highpass": 1e9}  # a Gaussian of 6e9 taps: 24 GB
+    for name, args, expected in (("lka_nafnet", wide, "M parameters"), ("noise_gated_pair", pair, "has 1216 blocks"),
+                                 ("nafnet", blur, "would hold 18,000 M")):  # fmt: skip
+        with pytest.raises(NafrestoreError, match=expected):
+            build_model(name, args)
+    # a training checkpoint too (the same check, at the same place)
+    state = create_model("lka_nafnet", **TINY["lka_nafnet"]).state_dict()
+    torch.save({**GOOD_META, "model_args": wide, "model_name": "lka_nafnet", "model": state}, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"would hold [\d,]+ M parameters .* \(architecture from .*w.pt\)"):
+        load_spec(tmp_path / "w.pt").build()
 
 
 def test_safetensors_bytes_load_whatever_the_suffix(tmp_path):

@@ -212,6 +212,25 @@ def test_report_command_rebuilds_from_a_report_an_eval_json_and_a_run(folders, t
     assert val_only["summary"]["restored"] == {"psnr": 25.0} and val_only["n_images"] == 3
 
 
+def test_report_of_a_run_skips_metrics_lines_that_are_not_utf8_json_or_numbers(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  iters: 30\n")
+    good = [{"step": 10, "loss": -20.0, "lr": 1e-3}, {"step": 20, "val/psnr": 25.0, "val/n_images": 3}]
+    lines = [json.dumps(r).encode() for r in good] + [
+        '{"step": 25, "loss": -21.0, "note": "caf\u00e9"}'.encode("latin-1"),  # another encoding: skipped
+        json.dumps({"step": "ten", "loss": "ten", "lr": True}).encode(),  # no numbers: nothing of it drawn
+        json.dumps({"step": 30, "val/psnr": "ten", "val/n_images": "3"}).encode(),  # no validation scores
+    ]
+    (run / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["summary"]["restored"] == {"psnr": 25.0} and data["n_images"] == 3  # the last good validation
+    assert data["sources"] == {"validation at step": "20"}
+    assert data["run"]["history"] == good
+
+
 def test_names_and_titles_cannot_break_out_of_the_page(tmp_path):
     from nafrestore.report.page import assemble, write_page
 

@@ -357,6 +357,27 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
         prepare_shards("gopro", tmp_path / "GOPRO_Large", dst, workers=0)
 
 
+def test_a_prepare_that_failed_before_any_shard_does_not_block_the_rerun(tmp_path):
+    src, dst = tmp_path / "clean", tmp_path / "shards"
+    for i in range(3):
+        _png(src / f"{i}.png", _noise(i, 40, 40))
+    (src / "1.png").write_bytes((src / "1.png").read_bytes()[:300])  # truncated: its header reads, its pixels not
+    args = ["prepare", "synthetic", str(src), str(dst), "--crop-size", "32", "--step", "32", "--workers", "0",
+            "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and f"{src / '1.png'} cannot be decoded" in result.output, result.output
+    assert sorted(p.name for p in dst.iterdir()) == ["plan.json"]  # no shard, no index
+    (dst / "index.json").write_text("{}")  # as a complete earlier preparation would have left (its shards gone)
+    (src / "1.png").unlink()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_shard_index(dst)["splits"]["train"]["samples"] == 2 * 4  # two 40 px images, 2 x 2 crops each
+    # With a shard of the other preparation there, the rerun is refused, naming it.
+    _png(src / "3.png", _noise(3, 40, 40))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "holds shards of another preparation (train-000000.tar;" in result.output
+
+
 def test_folder_and_synthetic_sources(tmp_path):
     for split, count in (("train", 3), ("val", 2)):
         for i in range(count):

@@ -341,8 +341,14 @@ class PrepareReport:
 
 
 def _claim(dst: Path, plan: dict[str, Any]) -> None:
-    """Writes plan.json, or checks that the one there is the same preparation (else DataError)."""
+    """Writes plan.json, or checks that the one there is the same preparation (else DataError).
+
+    Another preparation's plan.json with none of its shards there, finished or being written (it failed first,
+    e.g. on an unreadable image), protects nothing: it is replaced, and an index.json beside it, which described
+    shards that are gone, is removed.
+    """
     path = dst / "plan.json"
+    shards = sorted(p.name for p in [*dst.glob("*.tar"), *dst.glob(".*.tar.*.tmp")])  # .tmp: being written
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -350,12 +356,16 @@ def _claim(dst: Path, plan: dict[str, Any]) -> None:
             old = None
         if old == plan:
             return
-        differs = [k for k in plan if not isinstance(old, dict) or old.get(k) != plan[k]]
-        raise DataError(
-            f"{dst} holds shards of another preparation ({path} differs in: {', '.join(differs)}), so they cannot be "
-            "completed with these settings. Choose another DST folder, or delete this one and run again."
-        )
-    if any(dst.glob("*.tar")):
+        if shards:
+            differs = [k for k in plan if not isinstance(old, dict) or old.get(k) != plan[k]]
+            held = ", ".join(shards[:3]) + (f" and {len(shards) - 3} more" if len(shards) > 3 else "")
+            raise DataError(
+                f"{dst} holds shards of another preparation ({held}; {path} differs in: {', '.join(differs)}), so "
+                "they cannot be completed with these settings. Choose another DST folder, or delete this one and "
+                "run again."
+            )
+        (dst / "index.json").unlink(missing_ok=True)
+    elif shards:
         raise DataError(
             f"{dst} holds .tar files but no plan.json, so they are not shards this command can complete. Choose "
             "another (empty) DST folder."

@@ -11,6 +11,7 @@ disk with no network), ``report.json`` (the same data, see :mod:`nafrestore.repo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from ..errors import DataError, NafrestoreError
 from ..utils.files import read_metrics
 from .images import ReportImages
-from .page import FORMAT, HTML_NAME, JSON_NAME, assemble, copy_file, run_info, write_page
+from .page import FORMAT, HTML_NAME, JSON_NAME, assemble, copy_file, logged_numbers, run_info, write_page
 from .results import Comparison, EvalResult
 from .schema import check_eval_json, check_report
 
@@ -202,10 +203,12 @@ def _run_scores(run_dir: Path) -> tuple[dict[str, Any], Path | None]:
             data, root = _read_scores(candidate)
             data["title"] = f"Run {run_dir.resolve().name}"
             return data, root
-    validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if any(k.startswith("val/") for k in r)]
+    records = [logged_numbers(r) for r in read_metrics(run_dir / "metrics.jsonl")]  # strings as scores left out
+    validations = [r for r in records if any(k.startswith("val/") for k in r)]
     last = validations[-1] if validations else {}
     summary = {k[4:]: v for k, v in last.items() if k.startswith("val/") and not k.startswith("val/input_")}
-    n_images = int(summary.pop("n_images", 0) or 0)
+    n_images = summary.pop("n_images", 0)
+    n_images = int(n_images) if isinstance(n_images, int | float) and 0 <= n_images < math.inf else 0
     inputs = {k[10:]: v for k, v in last.items() if k.startswith("val/input_")}
     data = assemble(
         [("restored", summary, [])],

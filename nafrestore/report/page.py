@@ -135,7 +135,7 @@ def run_info(run_dir: str | Path, folder: str | Path | None = None) -> dict[str,
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.jsonl"
     if not (config.is_file() or metrics.is_file()):
         return None
-    history = [_numbers(r) for r in read_metrics(metrics)]
+    history = [logged_numbers(r) for r in read_metrics(metrics)]
     train = [r for r in history if "loss" in r or "lr" in r]
     stride = max(1, -(-len(train) // MAX_HISTORY))
     kept = {id(r) for r in train[::stride]} | {id(train[-1])} if train else set()
@@ -153,12 +153,15 @@ def run_info(run_dir: str | Path, folder: str | Path | None = None) -> dict[str,
     }
 
 
-def _numbers(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A metrics.jsonl record's step, loss, learning rate and validation values (the numbers the curves draw)."""
+def logged_numbers(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl record's step, loss, learning rate and validation values (the numbers the curves draw and the
+    report shows), each a number or ``"inf"``/``"-inf"``/``"nan"`` as the log writes them; anything else (a
+    string, true/false, a list) is left out, as read_metrics leaves out lines that are not JSON."""
     keep = ("step", "loss", "lr")
     return {
         k: v for k, v in record.items()
-        if (k in keep or k.startswith("val/")) and (isinstance(v, int | float) or v in ("inf", "-inf", "nan"))
+        if (k in keep or k.startswith("val/"))
+        and ((isinstance(v, int | float) and not isinstance(v, bool)) or v in ("inf", "-inf", "nan"))
     }  # fmt: skip
 
 

@@ -269,15 +269,16 @@ class OutputClaim:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (unparsable lines, e.g. one cut by a kill, are skipped)."""
+    """The records of a ``metrics.jsonl``; lines that are not a UTF-8 JSON object (one cut by a kill, bytes of
+    another encoding, an edit) are skipped, each on its own: the values of a record are not checked."""
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():  # bytes: one line in another encoding must not fail the others
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+            obj = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             continue
         if isinstance(obj, dict):
             records.append(obj)
