@@ -143,7 +143,8 @@ def restore(
 
     Raises:
         ImageArrayError: (also a ValueError) an unsupported dtype or shape, an image without pixels (0 x W), NaN or
-            infinite samples, or float samples outside [0, 1]: refused rather than blanked or clipped unnoticed.
+            infinite samples, or float samples beyond [-1, 2] (``FLOAT_RANGE``; another scale, e.g. 0..255):
+            refused rather than blanked or clipped unnoticed.
         ConfigError: ``max_megapixels`` is not a positive number (or ``inf``).
         ValueError: a strength outside [0, 1].
     """
@@ -164,6 +165,12 @@ def restore(
     if alpha is not None:
         out = np.concatenate([out, alpha[:, :, None]], axis=2)
     return out.reshape(array.shape)
+
+
+#: Float samples restore() accepts: [0, 1], and as far outside as unclipped synthetic noise leaves them (Gaussian
+#: noise of sigma 50/255 reaches -0.8 and 1.8 at four sigma), which the networks were trained on; beyond, the image is
+#: on another scale (0..255).
+FLOAT_RANGE = (-1.0, 2.0)
 
 
 def _checked_image(array: np.ndarray) -> np.ndarray:
@@ -188,11 +195,11 @@ def _checked_image(array: np.ndarray) -> np.ndarray:
                 f"normalisation and blank the whole image (or its tile), so it was not restored. Replace them first, "
                 f"e.g. np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)."
             )
-        if low < 0.0 or high > 1.0:
+        if low < FLOAT_RANGE[0] or high > FLOAT_RANGE[1]:
             raise ImageArrayError(
-                f"float32 images must hold values in [0, 1]; this one spans [{low:.6g}, {high:.6g}], which would come "
-                f"back clipped to [0, 1]. Divide a 0..255 image by 255 (or pass it as uint8), or clip it with "
-                f"np.clip(image, 0, 1) if values outside are meant to be 0 and 1."
+                f"float32 images hold values in [0, 1] (a little outside is fine: unclipped noise); this one spans "
+                f"[{low:.6g}, {high:.6g}], beyond [{FLOAT_RANGE[0]:g}, {FLOAT_RANGE[1]:g}], so it is on another scale "
+                f"and would come back clipped to [0, 1]. Divide a 0..255 image by 255 (or pass it as uint8)."
             )
     return hwc
 
