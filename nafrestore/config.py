@@ -70,7 +70,14 @@ class ModelConfig:
         "energy below that many levels squared, the high-pass widens to the wide sigma, so coarser noise can go "
         "there while texture gets only the finest changes; default null, the same sigma everywhere) and "
         "`residual_nonlocal_means` ([flat, texture] strengths in [0, 1], needs `residual_highpass_flat`: the output "
-        "moves that far towards non-local means of the input guided by the output, for mild noise; default null).",
+        "moves that far towards non-local means of the input guided by the output, for mild noise; default null) and "
+        "`residual_highpass_gate_estimate` (the noise estimate the gate reads: `wavelet`, the default, or "
+        "`quiet_blocks`, read on the image's quietest blocks so that texture is not taken for noise) and "
+        "`residual_highpass_coarse` (a sigma above `residual_highpass`, needs `residual_highpass_gate`: the gate "
+        "opens up to that sigma only, so no noise level lets the network move the colour of larger areas; default "
+        "null, fully); a `noise_gated_pair` takes `gate_estimate` likewise, and `texture_fade` ([low, high, "
+        "floor]: its mild network's correction is scaled from 1 at wavelet noise level low down to floor at high, "
+        "so that texture read as noise keeps its grain; default null).",
     )
 
     def __post_init__(self) -> None:
@@ -517,7 +524,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: _Where) -> Any:
 def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
     """The model section: fixed keys plus the chosen model's own keyword arguments, checked by its signature."""
     from .models import MODELS  # late import: the model registry pulls in torch
-    from .models.layers import check_flat, check_gate
+    from .models.layers import check_coarse, check_flat, check_gate
     from .models.nonlocal_means import check_strengths
 
     raw = dict(raw)
@@ -564,6 +571,12 @@ def _build_model(raw: dict[str, Any], where: _Where) -> ModelConfig:
         args, "residual_highpass_flat", "residual_highpass", lambda flat: _rejects(check_flat, flat, highpass),
         "[wide sigma, gradient energy]: a Gaussian sigma in pixels above model.residual_highpass and an energy > 0 "
         "(levels squared, 0-255), and needs model.residual_highpass", where,
+    )  # fmt: skip
+    _check_dependent(
+        args, "residual_highpass_coarse", "residual_highpass_gate",
+        lambda coarse: _rejects(check_coarse, coarse, highpass or 0.0),
+        "a Gaussian sigma in pixels above model.residual_highpass, and needs model.residual_highpass_gate (it limits "
+        "how far the gate opens)", where,
     )  # fmt: skip
     _check_dependent(
         args, "residual_nonlocal_means", "residual_highpass_flat", lambda blend: _rejects(check_strengths, blend),

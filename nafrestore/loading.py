@@ -66,6 +66,8 @@ RESIDUAL_FILTER_ARGS = (
     "residual_highpass_luma",
     "residual_highpass_flat",
     "residual_nonlocal_means",
+    "residual_highpass_gate_estimate",
+    "residual_highpass_coarse",
 )
 #: The version of the metadata nafrestore writes beside the weights of its safetensors and TorchScript exports
 #: (:meth:`ModelSpec.metadata`); files of another version are refused rather than read by guesswork.

@@ -15,7 +15,8 @@ from nafrestore.inference import export_model, load_model
 from nafrestore.inference.export import export_spec
 from nafrestore.loading import build_model, pair_spec
 from nafrestore.models import create_model
-from nafrestore.models.layers import gate_weights, noise_level
+from nafrestore.models.gated import texture_fade_weights
+from nafrestore.models.layers import gate_weights, noise_level, quiet_block_noise_level
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = dict(width=4, enc_blocks=[1, 1], middle_blocks=0, dec_blocks=[1, 0])
@@ -87,6 +88,58 @@ def test_bad_pairs_are_refused():
         create_model("noise_gated_pair", mild=NET, strong=NET, gate=[16, 8])
     with pytest.raises(ValueError, match="not 'unet'"):
         create_model("noise_gated_pair", mild=NET, strong=NET, model="unet")
+
+
+def test_a_texture_fade_scales_the_mild_correction_by_the_wavelet_level():
+    fade = [4.0, 20.0, 0.5]
+    faded = randomized(create_model("noise_gated_pair", mild=NET, strong=STRONG, gate=[30, 40], texture_fade=fade), 1)
+    x = images()[:2]  # wavelet levels about 0 and 12: both below the gate, the mild network only
+    s = texture_fade_weights(x, *fade)
+    expected = 1 - 0.5 * ((noise_level(x) * 255 - 4) / 16).clamp(0, 1)
+    torch.testing.assert_close(s, expected)
+    assert s[0] == 1 and 0.5 < s[1] < 1
+    with torch.no_grad():
+        mild = faded.mild(x)
+        torch.testing.assert_close(faded(x), x + s.view(-1, 1, 1, 1) * (mild - x))
+    for bad in ([4, 20], [20, 4, 0.5], [4, 20, 1.5]):
+        with pytest.raises(ValueError, match="texture fade needs"):
+            create_model("noise_gated_pair", mild=NET, strong=NET, texture_fade=bad)
+
+
+@pytest.mark.slow  # two exports, about a minute
+def test_a_pair_gated_on_quiet_blocks_exports_with_its_fade_and_coarse_filter(tmp_path):
+    """The default v5's parts (quiet-blocks gate, texture fade, a coarse strong filter) in ONNX and TorchScript."""
+    strong = dict(NET, residual_highpass=2.0, residual_highpass_gate=[8, 16],
+                  residual_highpass_gate_estimate="quiet_blocks", residual_highpass_coarse=8.0)  # fmt: skip
+    pair = randomized(create_model("noise_gated_pair", mild=NET, strong=strong, gate=GATE,
+                                   gate_estimate="quiet_blocks", texture_fade=[2, 30, 0.5]), 3)  # fmt: skip
+    g = torch.Generator().manual_seed(6)
+    clean = torch.nn.functional.interpolate(smooth(), size=(64, 80), mode="bilinear")
+    x = torch.cat([clean, clean + 12 / 255 * torch.randn(clean.shape, generator=g),
+                   clean + 40 / 255 * torch.randn(clean.shape, generator=g)])  # fmt: skip
+    w = gate_weights(x, *GATE, "quiet_blocks")
+    torch.testing.assert_close(w, ((quiet_block_noise_level(x) * 255 - 8) / 8).clamp(0, 1))
+    assert w[0] == 0 and 0 < w[1] < 1 and w[2] == 1
+    config = tmp_path / "pair.yaml"
+    config.write_text(
+        f"model:\n  name: noise_gated_pair\n  gate: {GATE}\n  gate_estimate: quiet_blocks\n"
+        f"  texture_fade: [2, 30, 0.5]\n  mild: {NET}\n  strong: {strong}\n".replace("'", "")
+    )
+    spec = pair_spec(config, save_checkpoint(tmp_path / "m.pt", pair.mild, NET),
+                     save_checkpoint(tmp_path / "s.pt", pair.strong, strong))  # fmt: skip
+    out = export_spec(spec, tmp_path / "pair.safetensors", format="safetensors")
+    with torch.no_grad():
+        expected = pair(x)
+        torch.testing.assert_close(load_model(out)(x), expected)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(export_model(out, tmp_path / "p.onnx", format="onnx")))
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected.numpy(), atol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in PyTorch 2.x
+        scripted = torch.jit.load(str(export_model(out, tmp_path / "p.ts", format="torchscript")))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), expected, atol=1e-4, rtol=0)
 
 
 def write_pair_config(path: Path) -> Path:

@@ -20,6 +20,7 @@ from nafrestore.models.layers import (
     LargeKernelAttention,
     LargeSeparableKernelAttention,
     noise_level,
+    quiet_block_noise_level,
 )
 from nafrestore.models.nafnet import LKABlock, NAFBlock
 from nafrestore.summary import count_macs
@@ -195,6 +196,43 @@ def test_noise_level_reads_white_noise_as_scikit_image_does(sigma):
     assert noise_level(torch.rand(2, 3, 3, 9)).tolist() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("sigma", [0.02, 0.05])
+def test_quiet_block_noise_level_reads_white_noise_at_its_sigma(sigma):
+    from skimage.restoration import estimate_sigma
+
+    g = torch.Generator().manual_seed(4)
+    clean = smooth_image(256, 256)
+    noisy = clean + sigma * torch.randn(clean.shape, generator=g)
+    ours = float(quiet_block_noise_level(noisy)[0])
+    oracle = float(estimate_sigma(noisy[0].permute(1, 2, 0).numpy(), channel_axis=-1, average_sigmas=True))
+    assert ours == pytest.approx(sigma, rel=0.08) and ours == pytest.approx(oracle, rel=0.1)
+    assert float(quiet_block_noise_level(clean)[0]) < 0.05 * sigma
+    both = quiet_block_noise_level(torch.cat([clean, noisy]))  # per image in a batch
+    assert both[0] < 0.05 * sigma and both[1] == pytest.approx(ours, rel=1e-6)
+    # Narrower than a block: the whole-image wavelet estimate.
+    small = noisy[:, :, :16, :40]
+    assert quiet_block_noise_level(small).tolist() == noise_level(small).tolist()
+
+
+def test_quiet_blocks_read_texture_as_clean_where_the_wavelet_estimate_reads_noise():
+    from skimage import data
+
+    g = torch.Generator().manual_seed(5)
+    for texture in (data.grass(), data.gravel()):  # fine natural texture, 512 px, gray
+        clean = torch.from_numpy(texture).float().div(255).expand(1, 3, -1, -1).contiguous()
+        assert float(noise_level(clean)[0]) * 255 > 15  # the wavelet estimate takes it for strong noise
+        assert float(quiet_block_noise_level(clean)[0]) * 255 < 1
+        noisy = clean + 10 / 255 * torch.randn(clean.shape, generator=g)  # and real noise on it still reads
+        assert float(quiet_block_noise_level(noisy)[0]) * 255 == pytest.approx(10, rel=0.1)
+    # Noise must cover the image: noise in a corner (1/16 of the blocks) is below the quiet quartile.
+    corner = smooth_image(256, 256)
+    corner[:, :, :64, :64] += 10 / 255 * torch.randn(1, 3, 64, 64, generator=g)
+    assert float(quiet_block_noise_level(corner)[0]) * 255 < 0.5
+    # One band alone: the RGB detail of a gray texture reads it, its chroma does not.
+    assert float(quiet_block_noise_level(clean, bands="rgb")[0]) * 255 > 10
+    assert float(quiet_block_noise_level(clean, bands="chroma")[0]) * 255 < 1
+
+
 def test_noise_gate_lets_the_coarse_correction_through_as_the_noise_rises():
     gate = (8.0, 16.0)
     fixed, gated = GaussianHighPass(3.0), GaussianHighPass(3.0, gate)
@@ -210,6 +248,33 @@ def test_noise_gate_lets_the_coarse_correction_through_as_the_noise_rises():
     torch.testing.assert_close(out[2], residual[2])  # strong noise: the whole correction
     torch.testing.assert_close(out[1], high[1] + open_[1, 0] * (residual[1] - high[1]))  # a linear blend between
     torch.testing.assert_close(gated(residual), high)  # without the image: the fixed high-pass
+
+
+def test_a_coarse_gate_opens_up_to_its_sigma_only_and_reads_the_estimate_it_names():
+    gate = (8.0, 16.0)
+    g = torch.Generator().manual_seed(6)
+    clean = smooth_image(64, 64)
+    images = torch.cat([clean, clean + 12 / 255 * torch.randn(clean.shape, generator=g),
+                        clean + 40 / 255 * torch.randn(clean.shape, generator=g)])  # fmt: skip
+    shift = torch.tensor([0.1, -0.2, 0.05]).view(1, 3, 1, 1)
+    residual = torch.randn(3, 3, 64, 64, generator=g) * 0.05 + shift
+    for estimate, level in (("wavelet", noise_level), ("quiet_blocks", quiet_block_noise_level)):
+        coarse = GaussianHighPass(3.0, gate, gate_estimate=estimate, coarse=12.0)
+        open_ = ((level(images) * 255 - gate[0]) / (gate[1] - gate[0])).clamp(0, 1).view(3, 1, 1, 1)
+        assert open_.flatten()[0] == 0.0 and 0.0 < open_.flatten()[1] < 1.0 and open_.flatten()[2] == 1.0
+        fine, wide = GaussianHighPass(3.0)(residual), GaussianHighPass(12.0)(residual)
+        out = coarse(residual, images)
+        torch.testing.assert_close(out[0], fine[0])  # clean: the fine high-pass
+        torch.testing.assert_close(out[2], wide[2])  # strong noise: open up to 12 px, not all the way
+        torch.testing.assert_close(out[1], fine[1] + open_[1, 0] * (wide[1] - fine[1]))
+    # A constant colour shift never gets through, at any noise level.
+    assert coarse(shift.expand(3, 3, 64, 64), images).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="needs a gate"):
+        GaussianHighPass(3.0, coarse=12.0)
+    with pytest.raises(ValueError, match="above the high-pass sigma"):
+        GaussianHighPass(3.0, gate, coarse=2.0)
+    with pytest.raises(ValueError, match="noise estimate is one of"):
+        GaussianHighPass(3.0, gate, gate_estimate="median")
 
 
 def test_a_noise_gated_model_shifts_colour_only_in_the_noisy_image_of_a_batch():
@@ -239,6 +304,9 @@ HP = "  residual_highpass: 4\n"
         ("flat", "[8, 16]", "", r"must be \[wide sigma"),
         ("flat", "[4, 16]", HP, r"must be \[wide sigma"),  # not wider than the high-pass
         ("flat", "[8]", HP, r"must be \[wide sigma"),
+        ("coarse", "16", HP, "must be a Gaussian"),  # needs residual_highpass_gate
+        ("coarse", "3", HP + "  residual_highpass_gate: [8, 16]\n", "must be a Gaussian"),  # not above 4
+        ("gate_estimate", "median", HP, "must be one of"),
     ],
 )
 def test_bad_residual_filter_settings_are_config_errors(tmp_path, key, value, extra, message):

@@ -33,7 +33,8 @@ from torch import nn
 from ..errors import NafrestoreError
 from ..loading import TORCHSCRIPT_WEIGHTS_ENTRY, ModelSpec, load_spec
 from ..models import NoiseGatedPair, in_channels
-from ..models.layers import LocalAvgPool2d, SimplifiedChannelAttention, gate_weights, use_plain_ops
+from ..models.gated import faded
+from ..models.layers import QUIET_BLOCK, LocalAvgPool2d, SimplifiedChannelAttention, gate_weights, use_plain_ops
 from ..models.nonlocal_means import NonLocalMeansBlend
 from ..utils.files import atomic_path
 from .fold import fold_for_inference
@@ -132,12 +133,14 @@ class ExportablePair(nn.Module):
     def __init__(self, pair: NoiseGatedPair) -> None:
         super().__init__()
         self.mild, self.strong = ExportableNet(pair.mild), ExportableNet(pair.strong)
-        self.gate_low, self.gate_high = pair.gate_low, pair.gate_high
+        self.gate_low, self.gate_high, self.gate_estimate = pair.gate_low, pair.gate_high, pair.gate_estimate
+        self.texture_fade = pair.texture_fade
         self.padder_size: int = int(pair.padder_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = gate_weights(x, self.gate_low, self.gate_high).view(-1, 1, 1, 1).to(x.dtype)
-        return self.mild(x) * (1 - w) + self.strong(x) * w
+        w = gate_weights(x, self.gate_low, self.gate_high, self.gate_estimate).view(-1, 1, 1, 1).to(x.dtype)
+        mild = self.mild(x) if self.texture_fade is None else faded(x, self.mild(x), self.texture_fade)
+        return mild * (1 - w) + self.strong(x) * w
 
 
 def exportable_module(spec: ModelSpec, *, tlc: bool | None = None) -> nn.Module:
@@ -252,7 +255,10 @@ def _export_onnx(spec: ModelSpec, path: Path, opset: int, check_size: int) -> No
     module = exportable_module(spec)
     channels = in_channels(module)
     # Batch 2: an example batch of 1 would specialise the batch dimension (0/1 specialisation).
-    x = torch.rand(2, channels, 2 * module.padder_size + 3, 2 * module.padder_size + 5)
+    # At least one quiet block (layers.QUIET_BLOCK) on a side: a smaller example would specialise that estimate's
+    # fallback for small images.
+    side = max(2 * module.padder_size, QUIET_BLOCK)
+    x = torch.rand(2, channels, side + 3, side + 5)
     dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     try:
         program = torch.onnx.export(

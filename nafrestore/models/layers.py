@@ -195,6 +195,73 @@ def noise_level(image: torch.Tensor) -> torch.Tensor:
     return (mad / 0.6745).mean(dim=1)
 
 
+#: The quiet-blocks estimate's block side (px), the share of blocks it reads, and its calibration: white Gaussian
+#: noise's block estimates, read at that quantile, come out at 0.903 sigma (128-1024 px, 12 draws, 0.885-0.916).
+QUIET_BLOCK, QUIET_QUANTILE, QUIET_CALIBRATION = 32, 0.25, 1.0 / 0.903
+
+
+def _haar_step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One orthonormal Haar step of (B, C, H, W) (H, W even): the approximation and the diagonal detail, each
+    (B, C, H / 2, W / 2)."""
+    a = F.avg_pool2d(x, 2) * 2.0
+    d = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) * 0.5
+    return a, d
+
+
+def quiet_block_noise_level(
+    image: torch.Tensor,
+    block: int = QUIET_BLOCK,
+    quantile: float = QUIET_QUANTILE,
+    calibration: float = QUIET_CALIBRATION,
+    bands: str = "both",
+) -> torch.Tensor:
+    """Each image's noise level read where it is quietest: (B, 3, H, W) in [0, 1] -> (B,) float32, same scale.
+
+    Fine natural texture (foliage, water, gravel, fur) fills the Haar detail bands as noise does, so a median over
+    the whole image (:func:`noise_level`) reads a sharp textured photograph as noisy (a clean landscape of bushes
+    at 18 levels, above PolyU's noisiest real photographs at 6.8). Noise covers an image evenly; texture does not,
+    and is mostly luma. So, in the spirit of weak-texture patch selection (Liu, Tanaka and Okutomi, "Single-image
+    noise level estimation for blind denoising", IEEE TIP 2013), the image is cut into ``QUIET_BLOCK`` px blocks;
+    each block reads the **lower** of two estimates: its RGB diagonal detail at the second Haar scale (the channel
+    mean, as :func:`noise_level`) and its opponent chroma's diagonal detail at the third scale (orthonormal rows
+    (R - B) / sqrt 2 and (R - 2G + B) / sqrt 6; real and synthetic camera noise carry blotchy chroma, which texture
+    rarely has); the image's level is the ``quantile`` of its blocks, times ``calibration`` so that white Gaussian
+    noise reads its sigma. The defaults (arguments, so that TorchScript scripts it) are the module's; ``bands``
+    ``"rgb"`` or ``"chroma"`` reads one band alone (the candidates ``scripts/bench_noise_estimators.py`` compares,
+    their calibration then off by a few per cent). Each block
+    estimate is the mean absolute detail times sqrt(pi / 2) (the median of 64 values is too coarse on 8-bit input).
+    Measured on clean textured and noisy photographs against the other candidates: ``bench/noise-estimators.md``.
+
+    An image narrower than one block on a side reads :func:`noise_level` instead. Plain ops and TopK only, the
+    block size fixed (an exported graph needs constant pooling windows): exportable like :func:`noise_level`.
+    """
+    x = image.float()
+    if x.shape[2] < block or x.shape[3] < block or x.shape[1] != 3:
+        return noise_level(image)
+    h, w = x.shape[2] // block * block, x.shape[3] // block * block
+    a1, _ = _haar_step(x[:, :, :h, :w])
+    a2, d2 = _haar_step(a1)
+    rgb = F.avg_pool2d(d2.abs(), block // 4).mean(dim=1)  # (B, h / block, w / block)
+    r, g, b = a2[:, 0:1], a2[:, 1:2], a2[:, 2:3]
+    chroma = torch.cat([(r - b) / math.sqrt(2.0), (r - 2.0 * g + b) / math.sqrt(6.0)], dim=1)
+    _, d3 = _haar_step(chroma)
+    chroma_level = F.avg_pool2d(d3.abs(), block // 8).pow(2).mean(dim=1).sqrt()
+    if bands == "rgb":
+        chroma_level = rgb
+    elif bands == "chroma":
+        rgb = chroma_level
+    blocks = torch.minimum(rgb, chroma_level).flatten(1) * math.sqrt(math.pi / 2)  # (B, N)
+    n = blocks.shape[1]
+    # The quantile as the smallest of the top n - rank (TopK exports; integer arithmetic on n, which is symbolic).
+    rank = (n - 1) * int(quantile * 1000) // 1000
+    return torch.topk(blocks, n - rank, dim=1).values[:, -1] * calibration
+
+
+#: The noise estimates a gate can read, by the name a config gives (``gate_estimate``).
+NOISE_ESTIMATES = {"wavelet": noise_level, "quiet_blocks": quiet_block_noise_level}
+NoiseEstimate = Literal["wavelet", "quiet_blocks"]
+
+
 def check_gate(gate: Sequence[float]) -> tuple[float, float]:
     """``gate`` as ``(low, high)`` noise levels (0-255) after checking ``0 <= low < high``; ValueError otherwise."""
     if len(gate) != 2 or not 0 <= gate[0] < gate[1]:
@@ -217,10 +284,25 @@ def check_flat(flat: Sequence[float], sigma: float) -> tuple[float, float]:
     return float(flat[0]), float(flat[1])
 
 
-def gate_weights(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Per image of (B, C, H, W) in [0, 1]: how far its estimated noise level (0-255) is from ``low`` to ``high``,
-    as (B,) float32 in [0, 1]."""
-    return ((noise_level(image) * 255.0 - low) / (high - low)).clamp(0.0, 1.0)
+def check_coarse(coarse: float, sigma: float) -> float:
+    """``coarse`` after checking that it is a sigma above ``sigma``; ValueError otherwise."""
+    if not coarse > sigma:
+        raise ValueError(f"a coarse high-pass needs a sigma above the high-pass sigma {sigma:g}, got {coarse}")
+    return float(coarse)
+
+
+def gate_weights(image: torch.Tensor, low: float, high: float, estimate: str = "wavelet") -> torch.Tensor:
+    """Per image of (B, C, H, W) in [0, 1]: how far its estimated noise level (0-255; ``estimate`` names one of
+    :data:`NOISE_ESTIMATES`) is from ``low`` to ``high``, as (B,) float32 in [0, 1]."""
+    level = quiet_block_noise_level(image) if estimate == "quiet_blocks" else noise_level(image)
+    return ((level * 255.0 - low) / (high - low)).clamp(0.0, 1.0)
+
+
+def check_estimate(estimate: str) -> str:
+    """``estimate`` after checking that it names one of :data:`NOISE_ESTIMATES`; ValueError otherwise."""
+    if estimate not in NOISE_ESTIMATES:
+        raise ValueError(f"a noise estimate is one of {', '.join(NOISE_ESTIMATES)}, got {estimate!r}")
+    return estimate
 
 
 def gaussian_taps(sigma: float) -> torch.Tensor:
@@ -277,6 +359,14 @@ class GaussianHighPass(nn.Module):
     blur becomes ``blur + w * (wide_blur - blur)``. Where there is texture (E above ``energy``) the network makes only
     the finest changes, which leaves texture that looks like noise alone; where the image is smooth it can also
     remove the coarser noise. Measured on PolyU (``bench/real-noise-recipes.md``, session 11).
+
+    ``gate_estimate`` names the noise estimate the gate reads (:data:`NOISE_ESTIMATES`): ``wavelet`` (the default,
+    :func:`noise_level`) or ``quiet_blocks`` (:func:`quiet_block_noise_level`, which texture does not fool).
+
+    With ``coarse`` (a sigma above ``sigma``, gated filters only) the gate opens up to ``coarse`` instead of all the
+    way: the blur becomes ``(1 - g) * blur + g * coarse_blur``, so even the strongest noise never moves the colour or
+    brightness of areas larger than about ``coarse`` pixels (a strong-noise network's whole correction turned a
+    green frog grey; ``bench/real-noise-recipes.md``, session 13).
     """
 
     def __init__(
@@ -285,6 +375,8 @@ class GaussianHighPass(nn.Module):
         gate: Sequence[float] | None = None,
         luma_sigma: float | None = None,
         flat: Sequence[float] | None = None,
+        gate_estimate: str = "wavelet",
+        coarse: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("sigma", sigma), ("luma sigma", luma_sigma)):
@@ -294,11 +386,18 @@ class GaussianHighPass(nn.Module):
         self.split_luma = luma_sigma is not None
         self.gated = gate is not None
         self.gate_low, self.gate_high = check_gate(gate) if gate is not None else (0.0, 1.0)
+        self.gate_estimate = check_estimate(gate_estimate)
+        self.coarse = coarse is not None
+        self.coarse_sigma = check_coarse(coarse, self.sigma) if coarse is not None else self.sigma
+        if self.coarse and not self.gated:
+            raise ValueError("a coarse high-pass limits how far a gate opens: it needs a gate")
         self.flat = flat is not None
         self.wide_sigma, self.flat_energy = check_flat(flat, self.sigma) if flat is not None else (self.sigma, 1.0)
         self.register_buffer("taps", gaussian_taps(self.sigma), persistent=False)
         self.register_buffer("luma_taps", gaussian_taps(luma_sigma or self.sigma), persistent=False)
         self.register_buffer("wide_taps", gaussian_taps(self.wide_sigma), persistent=False)
+        coarse_taps = gaussian_taps(self.coarse_sigma) if self.coarse else torch.ones(1)  # (1,): unused
+        self.register_buffer("coarse_taps", coarse_taps, persistent=False)
         self.register_buffer("smooth_taps", gaussian_taps(1.0), persistent=False)
         self.register_buffer("window_taps", gaussian_taps(FLAT_WINDOW), persistent=False)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
@@ -321,8 +420,8 @@ class GaussianHighPass(nn.Module):
         if flatness is not None:
             low = low + flatness * (separable_filter(x32, self.wide_taps) - low)
         if self.gated and image is not None:
-            g = gate_weights(image, self.gate_low, self.gate_high)
-            low = low * (1.0 - g).view(-1, 1, 1, 1)
+            g = gate_weights(image, self.gate_low, self.gate_high, self.gate_estimate).view(-1, 1, 1, 1)
+            low = low + g * (separable_filter(x32, self.coarse_taps) - low) if self.coarse else low * (1.0 - g)
         return (x32 - low).to(x.dtype), flatness
 
     def flatness(self, image: torch.Tensor) -> torch.Tensor:
@@ -333,9 +432,10 @@ class GaussianHighPass(nn.Module):
         return (1.0 - energy / self.flat_energy).clamp(0.0, 1.0)
 
     def extra_repr(self) -> str:
-        gate = f", gate=[{self.gate_low:g}, {self.gate_high:g}]" if self.gated else ""
+        gate = f", gate=[{self.gate_low:g}, {self.gate_high:g}] ({self.gate_estimate})" if self.gated else ""
         flat = f", flat=[{self.wide_sigma:g}, {self.flat_energy:g}]" if self.flat else ""
-        return f"sigma={self.sigma}{gate}{flat}"
+        coarse = f", coarse={self.coarse_sigma:g}" if self.coarse else ""
+        return f"sigma={self.sigma}{gate}{flat}{coarse}"
 
 
 class PassResidual(nn.Module):

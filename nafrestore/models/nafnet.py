@@ -29,6 +29,7 @@ from .layers import (
     LayerNorm2d,
     LayerScale,
     LocalAvgPool2d,
+    NoiseEstimate,
     PassResidual,
     SimpleGate,
     large_kernel,
@@ -197,16 +198,19 @@ def residual_filter(
     luma: float | None = None,
     flat: Sequence[float] | None = None,
     nonlocal_means: Sequence[float] | None = None,
+    gate_estimate: str = "wavelet",
+    coarse: float | None = None,
 ) -> nn.Module:
     """What filters the network's residual: a (noise-gated, luma-split, flat-widened) Gaussian high-pass, optionally
     blended with guided non-local means, or nothing."""
     for name, value in (("residual_highpass_gate", gate), ("residual_highpass_luma", luma),
-                        ("residual_highpass_flat", flat), ("residual_nonlocal_means", nonlocal_means)):  # fmt: skip
+                        ("residual_highpass_flat", flat), ("residual_nonlocal_means", nonlocal_means),
+                        ("residual_highpass_coarse", coarse)):  # fmt: skip
         if value is not None and highpass is None:
             raise ValueError(f"{name} needs residual_highpass")
     if highpass is None:
         return PassResidual()
-    highpass_filter = GaussianHighPass(highpass, gate, luma, flat)
+    highpass_filter = GaussianHighPass(highpass, gate, luma, flat, gate_estimate, coarse)
     return highpass_filter if nonlocal_means is None else NonLocalMeansBlend(highpass_filter, nonlocal_means)
 
 
@@ -230,6 +234,11 @@ class NAFNet(nn.Module):
         residual_highpass_gate: with ``residual_highpass``, two noise levels (0-255 scale) between which the
             coarse part is let back in, per image, by the input's estimated noise level (``layers.noise_level``):
             mild noise gets fine changes only, strong noise (coarse blotches) the whole correction. None: fixed.
+        residual_highpass_gate_estimate: the noise estimate the gate reads, ``"wavelet"`` (``layers.noise_level``,
+            the default) or ``"quiet_blocks"`` (``layers.quiet_block_noise_level``, which texture does not fool).
+        residual_highpass_coarse: with ``residual_highpass_gate``, a sigma above ``residual_highpass``: the gate
+            opens up to it instead of all the way, so no noise level lets the network move the colour or
+            brightness of areas larger than that. None: the gate opens fully.
         residual_highpass_luma: with ``residual_highpass``, a separate (larger) sigma for the luma of the
             residual (its channel mean); ``residual_highpass`` then filters the chroma only, so coarse luma noise
             can go while colours of large areas stay. None: one sigma for all.
@@ -260,6 +269,8 @@ class NAFNet(nn.Module):
         residual_highpass_luma: float | None = None,
         residual_highpass_flat: Sequence[float] | None = None,
         residual_nonlocal_means: Sequence[float] | None = None,
+        residual_highpass_gate_estimate: NoiseEstimate = "wavelet",
+        residual_highpass_coarse: float | None = None,
     ) -> None:
         super().__init__()
 
@@ -272,6 +283,8 @@ class NAFNet(nn.Module):
             residual_highpass_luma,
             residual_highpass_flat,
             residual_nonlocal_means,
+            residual_highpass_gate_estimate,
+            residual_highpass_coarse,
         )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, naf, naf, filt)
 
@@ -376,7 +389,7 @@ class LKANAFNet(NAFNet):
             35, 41, 53 or 65;
             both attentions decompose it the same way (e.g. 35: a 5-px local kernel, then 11 px with dilation 3).
         residual_highpass, residual_highpass_gate, residual_highpass_luma, residual_highpass_flat,
-            residual_nonlocal_means: as for NAFNet.
+            residual_nonlocal_means, residual_highpass_gate_estimate, residual_highpass_coarse: as for NAFNet.
 
     Raises:
         ValueError: unequal encoder/decoder depths, bad counts, or bad attention settings (checked even when
@@ -403,6 +416,8 @@ class LKANAFNet(NAFNet):
         residual_highpass_luma: float | None = None,
         residual_highpass_flat: Sequence[float] | None = None,
         residual_nonlocal_means: Sequence[float] | None = None,
+        residual_highpass_gate_estimate: NoiseEstimate = "wavelet",
+        residual_highpass_coarse: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
         check_attention(attention, kernel_size)  # here too, so a model without LKABlocks still rejects bad values
@@ -421,5 +436,7 @@ class LKANAFNet(NAFNet):
             residual_highpass_luma,
             residual_highpass_flat,
             residual_nonlocal_means,
+            residual_highpass_gate_estimate,
+            residual_highpass_coarse,
         )
         self._build(in_channels, width, enc_blocks, middle_blocks, dec_blocks, lka, naf, filt)
