@@ -30,11 +30,18 @@ Methods, in this order:
 
 Two checks on the 4 held-out validation photographs of the sample split (never trained on) follow, for every
 method: **no harm**, the photographs restored without any degradation, scored against themselves (lowest and mean
-PSNR; ``--no-harm-dir`` adds a folder of clean photographs, e.g. PolyU's ``clean/``); then the task's synthetic
+PSNR; each ``--no-harm-dir`` adds a folder of clean photographs, e.g. PolyU's ``clean/`` or the textured BSDS500
+training photographs); then the task's synthetic
 degradations, one fixed draw per photograph, seeded by its name: for blur, **camera shake** of each size class
 (small 3-13 px, medium 13-27 px, large 27-41 px); for noise, **strong camera noise** at three levels
 (``STRONG_NOISE``: shot noise 0.02, 0.05 and 0.1 through the camera round trip, blotchy chroma, JPEG 90; inputs of
 about 25, 20 and 18 dB), scored beside blind NLM.
+
+Each check also measures **colour shift**: the PSNR between the area-downscaled input and output (the mean of each
+f x f block), where noise and fine texture average out and what is left is colour and brightness of larger areas:
+f = 8 for the no-harm checks (the photograph against its output) and f = 16 for the synthetic degradations (the
+degraded input against its output, as the strong-noise colour check of issue 31 does); mean, lowest, the lowest
+named, and how many photographs come out below the baseline's on the same photograph.
 
 Writes ``OUT.json`` (settings, per-method summaries overall and per group, per-image values, the checks) and
 ``OUT.md`` (the command, then the tables; per pair too when there are at most 20 pairs). ``estimate_sigma`` needs
@@ -115,6 +122,10 @@ def find_pairs(input_dir: Path, clean_dir: Path) -> list[tuple[str, Path, Path]]
 
 def group_of(stem: str) -> str:
     return stem.split("_", 1)[0]
+
+
+#: The area-downscaling factor of the colour-shift PSNR: no-harm checks, the synthetic degradations.
+COLOUR_FACTOR = {"no harm": 8, "degraded": 16}
 
 
 def read_uint8(path: Path) -> np.ndarray:
@@ -208,6 +219,20 @@ def model_method(source: str) -> Method:
     return run
 
 
+def area_downscaled(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, 3) -> (H // factor, W // factor, 3) float64: the mean of each factor x factor block (OpenCV's
+    INTER_AREA for a whole factor; the last rows and columns that fill no block are left out), not rounded."""
+    h, w = rgb.shape[0] // factor * factor, rgb.shape[1] // factor * factor
+    blocks = rgb[:h, :w].astype(np.float64).reshape(h // factor, factor, w // factor, factor, rgb.shape[2])
+    return blocks.mean(axis=(1, 3))
+
+
+def colour_psnr(output: np.ndarray, reference: np.ndarray, factor: int) -> float:
+    """PSNR (dB, peak 255) between the ``factor``-times area-downscaled ``output`` and ``reference``, uint8 RGB."""
+    mse = float(np.mean((area_downscaled(output, factor) - area_downscaled(reference, factor)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
+
+
 def score(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """PSNR and SSIM of one uint8 RGB pair (nafrestore.metrics, 8-bit, RGB, no crop)."""
     x = torch.from_numpy(np.ascontiguousarray(pred)).permute(2, 0, 1)[None]
@@ -217,23 +242,43 @@ def score(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 
 def mean_scores(rows: list[dict]) -> dict:
     """Mean PSNR/SSIM of rows (infinite PSNRs of identical images left out of the mean), lowest PSNR, count, and
-    the ``LOWEST_LISTED`` lowest images as ``[name, PSNR]``."""
+    the ``LOWEST_LISTED`` lowest images as ``[name, PSNR]``; with colour-shift rows, the same of those and every
+    image's value (``colour_values``, for the comparison with the baseline)."""
     finite = [r["psnr"] for r in rows if np.isfinite(r["psnr"])]
     lowest = sorted(rows, key=lambda r: r["psnr"])[:LOWEST_LISTED]
-    return {
+    scores = {
         "psnr": float(np.mean(finite)) if finite else float("inf"),
         "ssim": float(np.mean([r["ssim"] for r in rows])),
         "lowest_psnr": float(min(r["psnr"] for r in rows)),
         "n": len(rows),
         "lowest": [[r["name"], r["psnr"]] for r in lowest],
     }
+    if rows and "colour" in rows[0]:
+        colours = [r["colour"] for r in rows if np.isfinite(r["colour"])]
+        scores |= {
+            "colour": float(np.mean(colours)) if colours else float("inf"),
+            "colour_lowest": float(min(r["colour"] for r in rows)),
+            "colour_lowest_names": [[r["name"], r["colour"]] for r in sorted(rows, key=lambda r: r["colour"])][
+                :LOWEST_LISTED
+            ],
+            "colour_values": {r["name"]: r["colour"] for r in rows},
+        }
+    return scores
 
 
-def score_all(method: Method | None, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> list[dict]:
+def score_all(
+    method: Method | None, pairs: list[tuple[str, np.ndarray, np.ndarray]], colour_factor: int | None = None
+) -> list[dict]:
+    """Each pair's PSNR and SSIM against its clean image, and with ``colour_factor`` the colour-shift PSNR of the
+    output against the input at that downscaling."""
     rows = []
     for stem, degraded, clean in pairs:
-        p, s = score(degraded if method is None else method(degraded), clean)
-        rows.append({"name": stem, "group": group_of(stem), "psnr": p, "ssim": s})
+        out = degraded if method is None else method(degraded)
+        p, s = score(out, clean)
+        row = {"name": stem, "group": group_of(stem), "psnr": p, "ssim": s}
+        if colour_factor is not None:
+            row["colour"] = colour_psnr(out, degraded, colour_factor)
+        rows.append(row)
     return rows
 
 
@@ -249,20 +294,29 @@ def run_method(name: str, method: Method | None, pairs: list, checks: dict[str, 
         "per_group": {g: mean_scores([r for r in rows if r["group"] == g]) for g in groups},
         "seconds": round(seconds, 1),
         "images": rows,
-        "checks": {check: mean_scores(score_all(method, check_pairs)) for check, check_pairs in checks.items()},
+        "checks": {
+            check: mean_scores(score_all(method, check_pairs, colour_factor(check)))
+            for check, check_pairs in checks.items()
+        },
     }
     print(f"{name}: PSNR {result['overall']['psnr']:.2f} dB, SSIM {result['overall']['ssim']:.4f} ({seconds:.0f} s)")
     return result
 
 
-def build_checks(task: Task, no_harm_dir: Path | None) -> dict[str, list]:
-    """The held-out checks: no harm on the validation photographs (and ``no_harm_dir``), the task's degradations."""
+def colour_factor(check: str) -> int:
+    """The colour-shift downscaling of a check, by its label (:data:`COLOUR_FACTOR`)."""
+    return COLOUR_FACTOR["no harm" if check.startswith("no harm") else "degraded"]
+
+
+def build_checks(task: Task, no_harm_dirs: list[Path]) -> dict[str, list]:
+    """The held-out checks: no harm on the validation photographs (and each of ``no_harm_dirs``), the task's
+    degradations."""
     val = sample_images("val")
     clean = [(name, to_uint8(img)) for name, img in val]
     checks = {"no harm, 4 validation photographs": [(n, c, c) for n, c in clean]}
-    if no_harm_dir is not None:
-        photos = [(p.stem, read_uint8(p)) for p in list_images(no_harm_dir, recursive=False)]
-        checks[f"no harm, {len(photos)} photographs of {no_harm_dir}"] = [(n, c, c) for n, c in photos]
+    for folder in no_harm_dirs:
+        photos = [(p.stem, read_uint8(p)) for p in list_images(folder, recursive=False)]
+        checks[f"no harm, {len(photos)} photographs of {folder}"] = [(n, c, c) for n, c in photos]
     for label, spec in task.degradations.items():
         checks[label] = [(n, d, c) for (n, d), (_, c) in zip(degraded(val, spec, seed=0), clean, strict=True)]
     return checks
@@ -325,12 +379,43 @@ def markdown(task_name: str, results: list[dict], command: str, settings: dict) 
             for c in checks
         ]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    restored = results[1:] if settings["input_row"] else results  # the input row is the photograph itself
+    lines += colour_table(restored, checks, settings.get("baseline_label"))
     for c in (c for c in checks if c.startswith("no harm")):
-        lines += ["", f"Lowest in {c}:", ""]
-        for r in results[1:] if settings["input_row"] else results:  # the input row is the photograph itself
+        lines += ["", f"Lowest in {c} (PSNR; colour shift):", ""]
+        for r in restored:
             worst = ", ".join(f"{name} {value:.2f}" for name, value in r["checks"][c]["lowest"])
-            lines.append(f"- {r['method']}: {worst}")
+            colour = ", ".join(f"{name} {value:.2f}" for name, value in r["checks"][c]["colour_lowest_names"])
+            lines.append(f"- {r['method']}: {worst}; colour {colour}")
     return "\n".join(lines) + "\n"
+
+
+def colour_table(results: list[dict], checks: list[str], baseline: str | None) -> list[str]:
+    """The colour-shift table: per method and check, mean / lowest, and how many photographs come out below the
+    baseline's colour-shift PSNR on the same photograph."""
+    base = next((r for r in results if r["method"] == baseline), None)
+    factors = ", ".join(f"{f}x for {kind}" for kind, f in COLOUR_FACTOR.items())
+    lines = [
+        "",
+        f"**Colour shift**: PSNR (dB) of the area-downscaled input against the output ({factors}), mean / lowest"
+        + (f"; then the photographs below {baseline}'s on the same photograph" if base else "")
+        + ". Higher is less shift; noise and texture average out at that scale.",
+        "",
+        "| method | " + " | ".join(checks) + " |",
+        "| --- |" + " ---: |" * len(checks),
+    ]
+    for r in results:
+        cells = []
+        for c in checks:
+            scores = r["checks"][c]
+            cell = f"{scores['colour']:.2f} / {scores['colour_lowest']:.2f}"
+            if base is not None and r is not base:
+                ref = base["checks"][c]["colour_values"]
+                below = sum(v < ref[name] for name, v in scores["colour_values"].items())
+                cell += f", {below} of {scores['n']} below"
+            cells.append(cell)
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> int:
@@ -346,7 +431,9 @@ def main() -> int:
     parser.add_argument(
         "--no-input", action="store_true", help="skip the input row and the lowest-gain row (quick model checks)"
     )
-    parser.add_argument("--no-harm-dir", type=Path, default=None, help="clean photographs for the no-harm check")
+    parser.add_argument(
+        "--no-harm-dir", type=Path, action="append", default=[], help="clean photographs for a no-harm check (repeat)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: theirs)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (quick checks)")
     args = parser.parse_args()
@@ -362,10 +449,10 @@ def main() -> int:
     pairs = pairs[: args.limit] if args.limit else pairs
     checks = build_checks(task, args.no_harm_dir)
     results = [] if args.no_input else [run_method(task.input_label, None, pairs, checks)]
-    baseline = "none"
+    baseline, baseline_label = "none", None
     if not args.no_baseline:
-        label, method, baseline = task.baseline(args)
-        results.append(run_method(label, method, pairs, checks))
+        baseline_label, method, baseline = task.baseline(args)
+        results.append(run_method(baseline_label, method, pairs, checks))
     labels = args.label or args.model
     for label, source in zip(labels, args.model, strict=True):
         results.append(run_method(label, model_method(source), pairs, checks))
@@ -378,6 +465,7 @@ def main() -> int:
         "input_row": not args.no_input,
         "metrics": "nafrestore.metrics psnr/ssim, RGB, 8-bit, crop_border 0",
         "baseline": baseline,
+        "baseline_label": baseline_label,
         "models": dict(zip(labels, args.model, strict=True)),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
