@@ -281,7 +281,7 @@ def test_infer_without_a_checkpoint_uses_the_default_model_and_says_so(tmp_path,
     # fp32 as restore() below: `--precision auto` may pick bf16 on a CPU with native bf16 (then not bit-equal)
     result = runner.invoke(app, ["infer", str(folder), "-o", str(tmp_path / "out"), "--quiet", "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("default model") == 1 and "lka-nafnet-w12-denoise-real-v4" in result.output
+    assert result.output.count("default model") == 1 and "lka-nafnet-w12-denoise-real-v5" in result.output
     default = nafrestore.load_model("default")
     expected = restore(default, image[:, :, ::-1].copy())
     assert np.array_equal(cv2.imread(str(tmp_path / "out" / "a.png"))[:, :, ::-1], expected)
