@@ -304,7 +304,7 @@ NAFNET = ["nafnet-sidd-width32", "nafnet-sidd-width64", "nafnet-gopro-width32", 
 
 
 def test_registry_entries():
-    shipped_names = {f"lka-nafnet-w12-denoise-real{v}" for v in ("-v4", "-v3", "-v2", "")}
+    shipped_names = {f"lka-nafnet-w12-denoise-real{v}" for v in ("-v5", "-v4", "-v3", "-v2", "")}
     assert set(NAFNET) | shipped_names == set(pretrained.PRETRAINED)
     assert pretrained.find_pretrained("default").name == "lka-nafnet-w12-denoise-real-v5"
     for name in shipped_names:  # earlier defaults stay loadable under their own names
